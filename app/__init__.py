@@ -1,0 +1,1 @@
+"""The Gradio playground (UI only; all logic lives in the easytune library)."""

@@ -1,0 +1,255 @@
+"""Checkpoints: safetensors weights + a JSON config, written atomically, and a registry of named ones.
+
+A checkpoint is a folder:
+
+    NAME/model.safetensors   weights (and buffers such as the dataset's Mean/Std), never pickle
+    NAME/config.json         {"format", "kind", "config", "dataset", "meta"}
+    NAME/README.md           the model card (optional for run checkpoints, required for demo ones)
+    NAME/train_state.*       optional: optimizer state + step, for resuming a run
+
+`kind` says what it holds ("base", "reward", "evaluator", "finetune", "lora", ...); `config` is the
+resolved config of the module that made it; `dataset` records the dataset's version stamp, so that
+loading against a different dataset is refused with a clear message; `meta` holds free provenance
+(command, seed, steps, wall time, parent checkpoint for fine-tunes and LoRA adapters).
+
+The registry is a scan, not a second copy of this state: every folder with a config.json under the
+checkpoint roots (the repo's demo_checkpoints/, then $EASYTUNE_CHECKPOINTS, `:`-separated) is a named
+checkpoint; its name is its folder name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from easytune.errors import UserError
+from easytune.fileio import atomic_path, write_json
+
+FORMAT = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+TRAIN_STATE = "train_state.safetensors"
+TRAIN_STATE_JSON = "train_state.json"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_ROOT = REPO_ROOT / "demo_checkpoints"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its folder, its config.json, and its tensors."""
+
+    path: Path
+    info: dict[str, Any]
+    state: dict[str, torch.Tensor] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def kind(self) -> str:
+        return self.info["kind"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.info.get("config", {})
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.info.get("dataset") or {}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.info.get("meta") or {}
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict[str, torch.Tensor], *, kind: str,
+                    config: dict[str, Any], dataset: dict[str, Any] | None = None,
+                    meta: dict[str, Any] | None = None) -> Path:
+    """Write weights then config, each atomically; a reader never sees a half-written checkpoint."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(directory / WEIGHTS) as tmp:
+        save_file(tensors, str(tmp), metadata={"kind": kind, "format": str(FORMAT)})
+    info = {"format": FORMAT, "kind": kind, "config": config, "dataset": dataset or {}, "meta": meta or {}}
+    write_json(directory / CONFIG, info)
+    return directory
+
+
+def _roots() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("EASYTUNE_CHECKPOINTS", "").split(":") if p]
+    return [DEMO_ROOT, *extra]
+
+
+def list_checkpoints(roots: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Every checkpoint folder under the roots (one level deep): name, kind, path, parent."""
+    found = []
+    for root in roots if roots is not None else _roots():
+        if not root.is_dir():
+            continue
+        for cfg in sorted(root.glob(f"*/{CONFIG}")):
+            try:
+                info = json.loads(cfg.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue  # a corrupt entry is reported when someone loads it, not while listing
+            found.append({"name": cfg.parent.name, "kind": info.get("kind", "?"), "path": str(cfg.parent),
+                          "parent": (info.get("meta") or {}).get("parent")})
+    return found
+
+
+def resolve(name_or_path: str | os.PathLike, roots: list[Path] | None = None) -> Path:
+    """A checkpoint folder from a path or a registry name; a clear error listing the names otherwise."""
+    p = Path(name_or_path)
+    if p.is_file() and p.name in (WEIGHTS, CONFIG):
+        p = p.parent
+    if (p / CONFIG).is_file():
+        return p
+    for entry in list_checkpoints(roots):
+        if entry["name"] == str(name_or_path):
+            return Path(entry["path"])
+    names = ", ".join(e["name"] for e in list_checkpoints(roots)) or "none"
+    raise UserError(f"checkpoint {str(name_or_path)!r} not found: not a checkpoint folder (with {CONFIG}) "
+                    f"and not a registered name (known: {names})")
+
+
+def load_checkpoint(name_or_path: str | os.PathLike, *, kind: str | None = None,
+                    roots: list[Path] | None = None) -> Checkpoint:
+    """Load config + weights; a missing file, corrupt file or wrong kind raises UserError."""
+    path = resolve(name_or_path, roots)
+    try:
+        info = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"checkpoint {path}: {CONFIG} is not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "kind" not in info:
+        raise UserError(f"checkpoint {path}: {CONFIG} has no 'kind'; is this an EasyTune checkpoint?")
+    if info.get("format", 0) > FORMAT:
+        raise UserError(f"checkpoint {path} has format {info['format']}; this code reads format <= {FORMAT}")
+    if kind is not None and info["kind"] != kind:
+        raise UserError(f"checkpoint {path} holds a {info['kind']!r} model, expected {kind!r}")
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise UserError(f"checkpoint {path}: {WEIGHTS} is missing")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"checkpoint {path}: {WEIGHTS} is corrupt or truncated ({e})") from None
+    return Checkpoint(path=path, info=info, state=state)
+
+
+def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint",
+                 prefix: str = "") -> None:
+    """Strictly load `state` (keys under `prefix`) into `module`, naming every missing, extra or
+    mis-shaped tensor instead of torch's long error."""
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
+    problems = []
+    if shapes:
+        problems.append("shape mismatch for " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
+    if missing:
+        problems.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
+    if extra:
+        problems.append(f"unexpected {len(extra)} tensors (e.g. {', '.join(extra[:3])})")
+    if problems:
+        raise UserError(f"{source} does not fit this model: " + "; ".join(problems)
+                        + ". Was it trained with a different config?")
+    module.load_state_dict(state, strict=True)
+
+
+def check_dataset(ckpt: Checkpoint, stamp: str | None) -> None:
+    """Refuse to use a checkpoint with a dataset other than the one it was trained on."""
+    have = ckpt.dataset.get("stamp")
+    if stamp is not None and have is not None and have != stamp:
+        raise UserError(f"checkpoint {ckpt.path} was trained on dataset {have}, but the dataset given has "
+                        f"stamp {stamp}; its Mean/Std and labels would not match. Use the same dataset or "
+                        f"retrain.")
+
+
+def file_hash(path: str | os.PathLike, length: int = 16) -> str:
+    """Content hash of a file (e.g. a checkpoint's weights), for caches keyed by checkpoint."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def checkpoint_hash(name_or_path: str | os.PathLike) -> str:
+    path = resolve(name_or_path)
+    return file_hash(path / WEIGHTS)
+
+
+# --- resumable training state: optimizer tensors in safetensors, the rest in JSON --------------
+
+def save_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer,
+                     extra: dict[str, Any], extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Save the optimizer state (and e.g. step, RNG, EMA tensors) next to a checkpoint for resuming."""
+    directory = Path(directory)
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    for k, v in (extra_tensors or {}).items():
+        tensors[f"extra.{k}"] = v.detach().cpu().contiguous()
+    with atomic_path(directory / TRAIN_STATE) as tmp:
+        save_file(tensors, str(tmp))
+    write_json(directory / TRAIN_STATE_JSON,
+               {"param_groups": sd["param_groups"], "scalars": scalars, "extra": extra})
+
+
+def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimizer | None
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    """Restore the optimizer in place; return (extra, extra_tensors), or None if there is no state."""
+    directory = Path(directory)
+    if not (directory / TRAIN_STATE).is_file() or not (directory / TRAIN_STATE_JSON).is_file():
+        return None
+    meta = json.loads((directory / TRAIN_STATE_JSON).read_text(encoding="utf-8"))
+    tensors = load_file(str(directory / TRAIN_STATE))
+    if optimizer is not None:
+        state: dict[int, dict[str, Any]] = {}
+        for key, v in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = v
+        for idx, sc in meta["scalars"].items():
+            state.setdefault(int(idx), {}).update(sc)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    extra_tensors = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return meta["extra"], extra_tensors
+
+
+# --- `python -m easytune checkpoints` ----------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kind", default=None, help="only list checkpoints of this kind")
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = [e for e in list_checkpoints() if args.kind in (None, e["kind"])]
+    if not rows:
+        print("no checkpoints found under " + ", ".join(str(r) for r in _roots()))
+        return 0
+    width = max(len(e["name"]) for e in rows)
+    for e in rows:
+        parent = f"  (from {e['parent']})" if e["parent"] else ""
+        print(f"{e['name'].ljust(width)}  {e['kind']:<10} {e['path']}{parent}")
+    return 0

@@ -1,0 +1,75 @@
+"""`python -m easytune <command>`: the one place commands are registered.
+
+A command is a module with two functions:
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None   # flags, with defaults in --help
+    def run(args: argparse.Namespace) -> int | None               # 0/None = success
+
+Register it by adding one line to COMMANDS. Modules are imported only when their command runs,
+so `--help` stays fast and heavy dependencies (torch, pyrender) load late.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from easytune.errors import UserError
+
+# (command words, module, one-line help). Keep sorted by command.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("checkpoints", "easytune.checkpoints", "List the named checkpoints in the registry."),
+]
+
+
+def _usage() -> str:
+    width = max(len(c) for c, _, _ in COMMANDS)
+    lines = ["usage: python -m easytune <command> [options]", "", "commands:"]
+    lines += [f"  {c.ljust(width)}  {h}" for c, _, h in COMMANDS]
+    lines += ["", "Run `python -m easytune <command> --help` for a command's options and defaults."]
+    return "\n".join(lines)
+
+
+def _match(argv: list[str]) -> tuple[tuple[str, str, str] | None, list[str]]:
+    """Longest registered command that prefixes argv, and the remaining arguments."""
+    best, rest = None, argv
+    for entry in COMMANDS:
+        words = entry[0].split()
+        if argv[: len(words)] == words and (best is None or len(words) > len(best[0].split())):
+            best, rest = entry, argv[len(words):]
+    return best, rest
+
+
+def build_parser(entry: tuple[str, str, str]) -> tuple[argparse.ArgumentParser, object]:
+    name, module_name, help_text = entry
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m easytune {name}", description=help_text,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.add_arguments(parser)
+    return parser, module
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    entry, rest = _match(argv)
+    if entry is None:
+        print(f"error: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    parser, module = build_parser(entry)
+    args = parser.parse_args(rest)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        code = module.run(args)
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last saved checkpoint is kept", file=sys.stderr)
+        return 130
+    return int(code or 0)

@@ -1,0 +1,1 @@
+"""Skeleton, kinematics, HumanML3D 263-d features, BVH import and datasets."""
