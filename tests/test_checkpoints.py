@@ -1,0 +1,90 @@
+import json
+
+import pytest
+import torch
+
+from easytune import checkpoints as ck
+from easytune.errors import UserError
+
+
+def _model():
+    return torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+
+
+def test_round_trip_and_registry(tmp_path):
+    m = _model()
+    ck.save_checkpoint(tmp_path / "tiny", m.state_dict(), kind="base", config={"width": 3},
+                       dataset={"stamp": "abc"}, meta={"seed": 0})
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["config.json", "model.safetensors"]
+    got = ck.load_checkpoint("tiny", roots=[tmp_path])
+    assert (got.kind, got.config, got.dataset["stamp"], got.name) == ("base", {"width": 3}, "abc", "tiny")
+    m2 = _model()
+    ck.load_weights(m2, got.state, source="tiny")
+    x = torch.randn(5, 4)
+    assert torch.equal(m(x), m2(x))
+    assert [e["name"] for e in ck.list_checkpoints([tmp_path])] == ["tiny"]
+
+
+def test_mismatch_and_corruption_give_clear_errors(tmp_path):
+    ck.save_checkpoint(tmp_path / "a", _model().state_dict(), kind="base", config={})
+    wide = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 2))
+    with pytest.raises(UserError, match=r"shape mismatch for 0.bias: checkpoint \(3,\) vs model \(5,\)"):
+        ck.load_weights(wide, ck.load_checkpoint(tmp_path / "a").state, source="a")
+    with pytest.raises(UserError, match="holds a 'base' model, expected 'reward'"):
+        ck.load_checkpoint(tmp_path / "a", kind="reward")
+    with pytest.raises(UserError, match="not found"):
+        ck.load_checkpoint("nope", roots=[tmp_path])
+    (tmp_path / "a" / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        ck.load_checkpoint(tmp_path / "a")
+    (tmp_path / "a" / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        ck.load_checkpoint(tmp_path / "a")
+
+
+def test_dataset_stamp_mismatch_is_refused(tmp_path):
+    ck.save_checkpoint(tmp_path / "a", _model().state_dict(), kind="base", config={}, dataset={"stamp": "s1"})
+    c = ck.load_checkpoint(tmp_path / "a")
+    ck.check_dataset(c, "s1")
+    with pytest.raises(UserError, match="trained on dataset s1"):
+        ck.check_dataset(c, "s2")
+
+
+def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    m = _model()
+    ck.save_checkpoint(tmp_path / "a", m.state_dict(), kind="base", config={"v": 1})
+
+    def boom(*a, **k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(RuntimeError):
+        ck.save_checkpoint(tmp_path / "a", _model().state_dict(), kind="base", config={"v": 2})
+    got = ck.load_checkpoint(tmp_path / "a")
+    assert got.config == {"v": 1} and torch.equal(got.state["0.weight"], m.state_dict()["0.weight"])
+    assert [p.name for p in (tmp_path / "a").iterdir() if p.name.startswith(".")] == []
+
+
+def test_train_state_resumes_optimizer(tmp_path):
+    torch.manual_seed(0)
+    m = _model()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        m(torch.randn(8, 4)).pow(2).mean().backward()
+        opt.step()
+    ck.save_train_state(tmp_path, opt, {"step": 3}, {"ema.w": torch.ones(2)})
+    m2 = _model()
+    m2.load_state_dict(m.state_dict())
+    opt2 = torch.optim.AdamW(m2.parameters(), lr=1e-2)
+    extra, tensors = ck.load_train_state(tmp_path, opt2)
+    assert extra == {"step": 3} and torch.equal(tensors["ema.w"], torch.ones(2))
+    x = torch.randn(8, 4)
+    for o, mod in ((opt, m), (opt2, m2)):
+        o.zero_grad()
+        mod(x).pow(2).mean().backward()
+        o.step()
+    for a, b in zip(m.parameters(), m2.parameters()):
+        assert torch.allclose(a, b)
+    assert json.loads((tmp_path / "train_state.json").read_text())["extra"]["step"] == 3
+    assert ck.load_train_state(tmp_path / "none", None) is None
