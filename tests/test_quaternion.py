@@ -162,6 +162,7 @@ def test_qfix_removes_sign_flips():
     seq = np.stack([q, -q, -q, q, -q])[:, None]  # (T=5, J=1, 4)
     fixed = qfix(seq)
     np.testing.assert_allclose(fixed[:, 0], np.tile(q, (5, 1)))
+    np.testing.assert_array_equal(qfix(seq[:1]), seq[:1])  # a single frame is returned as is
 
 
 # --- numpy/torch agreement and gradients -------------------------------------------------------

@@ -154,7 +154,8 @@ def qfix(q: np.ndarray) -> np.ndarray:
     """Flip signs along time so consecutive quaternions are on the same hemisphere, (T, ..., 4)."""
     q = np.asarray(q)
     flips = np.sum(q[1:] * q[:-1], axis=-1) < 0  # (T-1, ...)
-    negate = np.concatenate([np.zeros_like(flips[:1]), np.cumsum(flips, axis=0) % 2 == 1], axis=0)
+    first = np.zeros((1,) + flips.shape[1:], dtype=bool)  # frame 0 keeps its sign (also when T == 1)
+    negate = np.concatenate([first, np.cumsum(flips, axis=0) % 2 == 1], axis=0)
     return np.where(negate[..., None], -q, q)
 
 
