@@ -21,6 +21,7 @@ from easytune.errors import UserError
 # (command words, module, one-line help). Keep sorted by command.
 COMMANDS: list[tuple[str, str, str]] = [
     ("checkpoints", "easytune.checkpoints", "List the named checkpoints in the registry."),
+    ("data", "easytune.motion.build", "Build a motion dataset from BVH (data build bandai|folder) or print its stats (data stats DIR)."),
 ]
 
 
