@@ -129,8 +129,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[s
         help_text = f.metadata.get("help", "")
         choices = _choices(hints[f.name])
         suffix = f" (default: {default!r}" + (f"; one of {choices}" if choices else "") + ")"
+        # "%(default).0s" prints nothing; it stops ArgumentDefaultsHelpFormatter from appending the
+        # flag's own default (None = "not overridden"), since the suffix already gives the real one.
         group.add_argument(_flag(f.name), dest=f"cfg__{f.name}", default=None, metavar=f.name.upper(),
-                           help=help_text + suffix)
+                           help=(help_text + suffix).replace("%", "%%") + "%(default).0s")
 
 
 def load_overrides(path: str | Path) -> dict[str, Any]:
