@@ -484,8 +484,12 @@ def joints_to_smpl(joints: np.ndarray, body: Body, *, smooth: bool = True, fps: 
     local rotation (the 22 joints do not observe them). The root translation puts the body's pelvis
     on the data's. With `smooth`, the hip and shoulder hinge axes (the twist, which positions do not
     fix) are low-passed over time (Gaussian, `smooth_sigma` frames); the observed bone directions are
-    kept exact, so FK reproduces them. The twist is continuous and rate-limited (no flips). No
-    iterative optimisation; `fps` sets the rate limit and is stored in the result.
+    kept exact, so FK reproduces them. The bones leaving pelvis and spine3 turn with one rotation, so
+    they come out exact only when the body's rest bones meet at the data's angles: the Anny bodies
+    are built to the Bandai Namco skeleton's (the project's motions; HumanML3D's SMPL skeleton is
+    off by up to 37 degrees at the hips, see tests/test_ik.py). The twist is continuous and
+    rate-limited (no flips). No iterative optimisation; `fps` sets the rate limit and is stored in
+    the result.
     """
     X = _check_joints(joints)
     T = X.shape[0]

