@@ -20,8 +20,11 @@ from easytune.errors import UserError
 
 # (command words, module, one-line help). Keep sorted by command.
 COMMANDS: list[tuple[str, str, str]] = [
+    ("body", "easytune.body", "Fit the body to a joints .npy (analytic IK) and time the IK and the mesh."),
     ("checkpoints", "easytune.checkpoints", "List the named checkpoints in the registry."),
     ("data", "easytune.motion.build", "Build a motion dataset from BVH (data build bandai|folder) or print its stats (data stats DIR)."),
+    ("export", "easytune.export", "Export a joint-position motion as BVH, animated GLB, SMPL npz or joints npy."),
+    ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),
 ]
 
 
