@@ -23,8 +23,14 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("body", "easytune.body", "Fit the body to a joints .npy (analytic IK) and time the IK and the mesh."),
     ("checkpoints", "easytune.checkpoints", "List the named checkpoints in the registry."),
     ("data", "easytune.motion.build", "Build a motion dataset from BVH (data build bandai|folder) or print its stats (data stats DIR)."),
+    ("evaluate", "easytune.evaluate", "Judge a checkpoint with the evaluator: R-Precision, FID, MM-Dist, Diversity, MultiModality."),
     ("export", "easytune.export", "Export a joint-position motion as BVH, animated GLB, SMPL npz or joints npy."),
     ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),
+    ("sample", "easytune.generate", "Generate motions from text prompts with a base checkpoint (npy + MP4 preview)."),
+    ("train base", "easytune.train_base", "Train the text-to-motion diffusion denoiser (resumable)."),
+    ("train evaluator", "easytune.evaluator", "Train the Guo-style evaluator (never used as a reward)."),
+    ("train reward", "easytune.reward", "Train the TMR-style text-motion reward model (InfoNCE)."),
+    ("train spl", "easytune.spl", "Refine a reward model with Self-refining Preference Learning."),
 ]
 
 

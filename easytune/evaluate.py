@@ -1,0 +1,329 @@
+"""`python -m easytune evaluate`: judge a generator (base or fine-tuned checkpoint) with the evaluator.
+
+For each of N replications (seed s = seed + r): every test motion gets one of its captions (drawn
+with s); the checkpoint generates one motion per caption at the real motion's length; the evaluator
+embeds texts and motions; then
+  R-Precision top-1/2/3   batches of 32 with 32 distinct (content, style) labels, Euclidean distance
+  FID                     generated vs all real test motions (real row: one random half vs the other,
+                          the metric's floor for this set size)
+  MM-Dist, Diversity      Diversity on 300 pairs (N // 2 disjoint pairs if fewer than 300 motions)
+  MultiModality           `mm_texts` captions x `mm_repeats` generations, 10 pairs per caption
+  foot skating, floor penetration, jerk   on joints recovered from the features (recover_from_ric)
+Each metric is reported as mean +- 95% Student-t CI over the replications, as a markdown table (the
+protocol is printed with it) and as JSON.
+
+Generated motions are cached under `cache/` by (checkpoint hash, protocol, seed), so a re-run of the
+same evaluation generates nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+
+from easytune import metrics
+from easytune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    replications: int  # independent repeats behind each mean and CI
+    steps: int | None  # sampler steps; None = the checkpoint's default schedule
+    mm_texts: int  # captions for MultiModality
+    mm_repeats: int  # generations per MultiModality caption
+    mm_pairs: int = metrics.MULTIMODALITY_PAIRS
+    diversity_pairs: int = metrics.DIVERSITY_PAIRS
+    r_batch: int = metrics.R_PRECISION_BATCH
+
+    def describe(self) -> str:
+        steps = "the checkpoint's default" if self.steps is None else str(self.steps)
+        return (f"protocol '{self.name}': {self.replications} replications (mean ± 95% CI, Student t), "
+                f"{steps} sampling steps, R-Precision in batches of {self.r_batch} motions with distinct "
+                f"(content, style) labels, Diversity on {self.diversity_pairs} pairs, MultiModality "
+                f"{self.mm_texts} texts x {self.mm_repeats} motions ({self.mm_pairs} pairs per text)")
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "paper": Protocol("paper", replications=20, steps=50, mm_texts=100, mm_repeats=30),
+    "cpu": Protocol("cpu", replications=5, steps=None, mm_texts=30, mm_repeats=10),
+}
+
+# Generator: (captions, lengths in frames, seed, steps) -> one normalized (T_i, 263) motion each.
+Generator = Callable[[Sequence[str], Sequence[int], int, int | None], list[np.ndarray]]
+
+
+# === cache =============================================================================================
+
+class MotionCache:
+    """Generated motions on disk, one .npz per (checkpoint hash, protocol, seed, part); the request
+    (captions + lengths) is hashed into the entry so a changed test split is never served stale."""
+
+    def __init__(self, root: str | Path, checkpoint_hash: str, protocol: str):
+        self.dir = Path(root) / checkpoint_hash / protocol
+
+    def get_or_make(self, part: str, seed: int, texts: Sequence[str], lengths: Sequence[int],
+                    make: Callable[[], list[np.ndarray]]) -> list[np.ndarray]:
+        from easytune.fileio import atomic_path
+
+        request = hashlib.sha256(json.dumps([list(texts), [int(n) for n in lengths]]).encode()).hexdigest()[:16]
+        path = self.dir / f"{part}_seed{seed}.npz"
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["request"]) == request:
+                    return np.split(z["features"], np.cumsum(z["lengths"])[:-1])
+        motions = make()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, features=np.concatenate(motions).astype(np.float32),
+                         lengths=np.array([len(m) for m in motions]), request=np.array(request))
+        return motions
+
+
+# === metrics for one set of motions ======================================================================
+
+def physical(motions: Sequence[np.ndarray], mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
+    """Mean plausibility metrics over normalized motions (each (T, 263), T >= 4)."""
+    from easytune.motion.features import denormalize, recover_from_ric
+
+    rows = [metrics.physical_metrics(recover_from_ric(denormalize(np.asarray(m, dtype=np.float64), mean, std)))
+            for m in motions]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def set_metrics(text_emb: np.ndarray, motion_emb: np.ndarray, labels: Sequence, real_emb: np.ndarray | None,
+                protocol: Protocol, seed: int) -> dict[str, float]:
+    """R-Precision, FID (vs real_emb; None = half vs half of motion_emb), MM-Dist, Diversity."""
+    top = metrics.r_precision(text_emb, motion_emb, labels, 3, protocol.r_batch, seed)
+    if real_emb is None:
+        perm = np.random.default_rng(seed).permutation(len(motion_emb))
+        half = len(perm) // 2
+        fid = metrics.fid(motion_emb[perm[:half]], motion_emb[perm[half:2 * half]])
+    else:
+        fid = metrics.fid(motion_emb, real_emb)
+    return {"R-Precision top-1": float(top[0]), "R-Precision top-2": float(top[1]),
+            "R-Precision top-3": float(top[2]), "FID": fid, "MM-Dist": metrics.mm_dist(text_emb, motion_emb),
+            "Diversity": metrics.diversity(motion_emb, protocol.diversity_pairs, seed)}
+
+
+@dataclass
+class TestSet:
+    """The real test motions (normalized), their captions, labels, and the dataset's Mean/Std."""
+
+    motions: list[np.ndarray]
+    captions: list[list[str]]
+    labels: list[tuple]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def draw_captions(self, seed: int) -> list[str]:
+        rng = np.random.default_rng(seed)
+        return [caps[int(rng.integers(len(caps)))] for caps in self.captions]
+
+
+def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 0,
+                  generate: Generator | None = None, cache: MotionCache | None = None) -> dict[str, Any]:
+    """All replications; returns {"protocol", "rows": {row: {metric: [values per replication]}}}.
+
+    Rows: "real" (the test set itself; FID = real half vs real half) and, with `generate`, "generated".
+    """
+    if len(test.motions) < protocol.r_batch:
+        raise UserError(f"the test set has {len(test.motions)} motions; R-Precision needs at least "
+                        f"{protocol.r_batch}")
+    lengths = [len(m) for m in test.motions]
+    real_emb = embedder.motions(test.motions)
+    real_phys = physical(test.motions, test.mean, test.std)
+    rows: dict[str, dict[str, list[float]]] = {"real": {}}
+    if generate is not None:
+        rows["generated"] = {}
+
+    def add(row: str, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            rows[row].setdefault(k, []).append(v)
+
+    for r in range(protocol.replications):
+        s = seed + r
+        texts = test.draw_captions(s)
+        text_emb = embedder.texts(texts)
+        add("real", {**set_metrics(text_emb, real_emb, test.labels, None, protocol, s), **real_phys})
+        if generate is None:
+            continue
+        make = lambda: generate(texts, lengths, s, protocol.steps)  # noqa: E731
+        gen = cache.get_or_make("test", s, texts, lengths, make) if cache else make()
+        _check_generated(gen, lengths)
+        gen_emb = embedder.motions(gen)
+        values = set_metrics(text_emb, gen_emb, test.labels, real_emb, protocol, s)
+        values["MultiModality"] = _multimodality(test, embedder, protocol, s, generate, cache)
+        add("generated", {**values, **physical(gen, test.mean, test.std)})
+    return {"protocol": protocol.describe(), "seed": seed, "rows": rows}
+
+
+def _check_generated(gen: list[np.ndarray], lengths: Sequence[int]) -> None:
+    if len(gen) != len(lengths):
+        raise UserError(f"the generator returned {len(gen)} motions for {len(lengths)} prompts")
+    for m in gen:
+        if not np.isfinite(m).all():
+            raise UserError("the generator produced NaN or infinite features; the checkpoint is broken or diverged")
+
+
+def _multimodality(test: TestSet, embedder: Any, protocol: Protocol, seed: int, generate: Generator,
+                   cache: MotionCache | None) -> float:
+    rng = np.random.default_rng(seed)
+    n = min(protocol.mm_texts, len(test.motions))
+    pick = rng.choice(len(test.motions), n, replace=False)
+    texts = [test.captions[i][int(rng.integers(len(test.captions[i])))] for i in pick]
+    texts_rep = [t for t in texts for _ in range(protocol.mm_repeats)]
+    lengths_rep = [len(test.motions[i]) for i in pick for _ in range(protocol.mm_repeats)]
+    make = lambda: generate(texts_rep, lengths_rep, seed, protocol.steps)  # noqa: E731
+    gen = cache.get_or_make("mm", seed, texts_rep, lengths_rep, make) if cache else make()
+    emb = embedder.motions(gen).reshape(n, protocol.mm_repeats, -1)
+    return metrics.multimodality(emb, protocol.mm_pairs, seed)
+
+
+# === tables ============================================================================================
+
+LOWER_IS_BETTER = {"FID", "MM-Dist", "foot_skating", "floor_penetration", "jerk"}
+
+
+def summarize(result: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """{row: {metric: (mean, 95% CI half-width)}}."""
+    return {row: {k: metrics.mean_ci(v) for k, v in vals.items()} for row, vals in result["rows"].items()}
+
+
+def format_table(result: dict[str, Any], names: dict[str, str] | None = None) -> str:
+    """Markdown: standard metrics, then plausibility metrics; the protocol line first."""
+    summary = summarize(result)
+    names = names or {}
+    standard = ["R-Precision top-1", "R-Precision top-2", "R-Precision top-3", "FID", "MM-Dist", "Diversity",
+                "MultiModality"]
+    plaus = ["foot_skating", "floor_penetration", "jerk"]
+    out = [f"Protocol: {result['protocol']}. Real-row FID is one half of the test set vs the other "
+           f"(the metric's floor at this size); real MultiModality is not defined.", ""]
+    for cols in (standard, plaus):
+        out.append("| | " + " | ".join(cols) + " |")
+        out.append("|---" * (len(cols) + 1) + "|")
+        for row, vals in summary.items():
+            cells = [_cell(*vals[c]) if c in vals else "n/a" for c in cols]
+            out.append(f"| {names.get(row, row)} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _cell(mean: float, half: float) -> str:
+    digits = 3 if abs(mean) < 10 else 1
+    return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
+
+
+# === loading the real test split and the generator ======================================================
+
+def load_test_set(data: str, split: str, mean: np.ndarray | None, std: np.ndarray | None, tiny: int = 0,
+                  max_motions: int = 0) -> TestSet:
+    from easytune.reward import caption_choices, label_key, open_dataset
+
+    ds = open_dataset(data, split, tiny=tiny, mean=mean, std=std, random_crop=False)
+    n = len(ds) if not max_motions else min(max_motions, len(ds))
+    motions, captions, labels = [], [], []
+    for i in range(n):
+        it = ds[i]
+        motions.append(np.asarray(it["motion"], dtype=np.float32)[: int(it["length"])])
+        captions.append(caption_choices(ds, i))
+        labels.append(label_key(it["label"]))
+    m = np.asarray(ds.mean if mean is None else mean, dtype=np.float64)
+    s = np.asarray(ds.std if std is None else std, dtype=np.float64)
+    return TestSet(motions, captions, labels, m, s)
+
+
+def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, dataset_stamp: str | None = None,
+                         chunk: int = 32) -> tuple[Generator, Path]:
+    """(Generator, checkpoint folder) over a base checkpoint (easytune.generate); the generator returns
+    normalized features.
+
+    Lengths are clamped to the sampler's 20..196 frames (1 to 9.8 s). Motion i of a call with seed s
+    starts from noise seeded s * 100003 + i, so it does not depend on the chunking."""
+    from easytune import generate as G
+
+    bundle = G.load_base(checkpoint, device=device, dataset_stamp=dataset_stamp)
+    lo, hi = round(G.MIN_SECONDS * G.FPS), round(G.MAX_SECONDS * G.FPS)
+
+    def gen(texts, lengths, seed, steps):
+        out = []
+        for i in range(0, len(texts), chunk):
+            frames = [min(hi, max(lo, int(n))) for n in lengths[i:i + chunk]]
+            g = G.generate(bundle, list(texts[i:i + chunk]), [f / G.FPS for f in frames], seed=seed * 100003 + i,
+                           steps=steps, guidance=guidance)
+            x = (g.features - bundle.mean.cpu().numpy()) / bundle.std.cpu().numpy()
+            out += [x[j, :n].astype(np.float32) for j, n in enumerate(g.lengths)]
+        return out
+    return gen, bundle.path
+
+
+# === command =============================================================================================
+
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = field(default="", metadata={"help": "base/finetune checkpoint to judge (empty = real data only)"})
+    evaluator: str = field(default="evaluator", metadata={"help": "evaluator checkpoint (name or folder)"})
+    data: str = field(default="datasets/bandai", metadata={"help": "dataset folder built by `data build`"})
+    split: str = field(default="test", metadata={"help": "split to evaluate on"})
+    protocol: Literal["paper", "cpu"] = field(default="cpu", metadata={"help": "named protocol (see PROTOCOLS)"})
+    seed: int = field(default=0, metadata={"help": "first replication's seed; replication r uses seed + r"})
+    guidance: float | None = field(default=None, metadata={"help": "classifier-free guidance (None = checkpoint's)"})
+    cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache folder"})
+    out: str = field(default="runs/evaluate", metadata={"help": "folder for results.json and table.md"})
+    max_motions: int = field(default=0, metadata={"help": "use only the first N test motions (0 = all)"})
+    tiny: int = field(default=0, metadata={"help": "use only the first N motions of each split (0 = all; smoke runs)"})
+    device: str = field(default="auto", metadata={"help": "auto = cuda if available, else cpu"})
+
+
+def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | None = None) -> dict[str, Any]:
+    from easytune.checkpoints import checkpoint_hash
+    from easytune.evaluator import Embedder, load_evaluator
+    from easytune.fileio import write_json, write_text
+    from easytune.reward import resolve_device
+
+    device = resolve_device(cfg.device)
+    protocol = PROTOCOLS[cfg.protocol]
+    model, ckpt = load_evaluator(cfg.evaluator, device)
+    mean = ckpt.state.get("mean")
+    std = ckpt.state.get("std")
+    test = load_test_set(cfg.data, cfg.split, None if mean is None else mean.numpy(),
+                         None if std is None else std.numpy(), cfg.tiny, cfg.max_motions)
+    embedder = Embedder(model, text_encoder)
+    cache = None
+    if cfg.checkpoint and generate is None:
+        generate, path = checkpoint_generator(cfg.checkpoint, str(device), cfg.guidance, ckpt.dataset.get("stamp"))
+        tag = checkpoint_hash(path) + ("" if cfg.guidance is None else f"_g{cfg.guidance}")
+        cache = MotionCache(cfg.cache, tag, protocol.name)
+    result = evaluate_sets(test, embedder, protocol, cfg.seed, generate, cache)
+    result.update(config=asdict(cfg), summary=summarize(result), evaluator=str(ckpt.path),
+                  test_motions=len(test.motions))
+    table = format_table(result, {"real": "real test set", "generated": cfg.checkpoint or "generated"})
+    out = Path(cfg.out)
+    write_json(out / "results.json", result)
+    write_text(out / "table.md", table + "\n")
+    print(table)
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from easytune.config import add_config_args
+
+    add_config_args(parser, EvaluateConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from easytune.config import config_from_args
+
+    main(config_from_args(EvaluateConfig, args))
+    return 0

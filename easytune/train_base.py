@@ -1,0 +1,370 @@
+"""`python -m easytune train base`: train the text-to-motion diffusion denoiser.
+
+    python -m easytune train base --data DATASET_DIR --run-dir runs/base --preset cpu
+
+A run directory holds `run_config.json` (the resolved config) and `last/` (a base checkpoint of the EMA
+weights with the dataset's Mean/Std, plus the optimizer/raw-weights train state). Running again on the
+same run directory resumes from `last/` unless --no-resume is given. The checkpoint's `sampling`
+entry (steps, guidance, eta) is the default schedule that `sample`, the playground and fine-tuning use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import shlex
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+
+from easytune.checkpoints import (check_dataset, load_checkpoint, load_train_state, load_weights, save_checkpoint,
+                                  save_train_state)
+from easytune.config import add_config_args, apply_overrides, config_from_args, save_config
+from easytune.diffusion import DDIMScheduler, DiffusionConfig
+from easytune.errors import UserError
+from models.denoiser import DenoiserConfig, MotionDenoiser
+
+log = logging.getLogger("easytune.train_base")
+KIND = "base"
+LAST = "last"
+RUN_CONFIG = "run_config.json"  # not config.json: that name marks a checkpoint folder
+
+
+@dataclass
+class TrainBaseConfig:
+    """Everything a base-model run needs; saved as run_dir/run_config.json and in the checkpoint."""
+
+    # --- data ---
+    data: str = field(default="", metadata={"help": "dataset folder (HumanML3D layout: new_joint_vecs/, texts/, Mean.npy, Std.npy, train.txt)"})
+    run_dir: str = field(default="runs/base", metadata={"help": "where run_config.json and the last/ checkpoint go"})
+    tiny: int | None = field(default=None, metadata={"help": "use only this many training clips (smoke runs)"})
+    min_frames: int = field(default=20, metadata={"help": "shortest training crop in frames (1 s at 20 fps)"})
+    max_frames: int = field(default=196, metadata={"help": "longest training crop in frames (9.8 s, HumanML3D's cap)"})
+    # --- model (see models/denoiser.py) ---
+    d_model: int = field(default=256, metadata={"help": "transformer width"})
+    layers: int = field(default=4, metadata={"help": "transformer depth"})
+    heads: int = field(default=4, metadata={"help": "attention heads"})
+    ff_mult: int = field(default=4, metadata={"help": "feed-forward width / d_model"})
+    dropout: float = field(default=0.1, metadata={"help": "transformer dropout"})
+    frames_per_token: int = field(default=2, metadata={"help": "frames per motion token (attention cost / k^2)"})
+    # --- diffusion (see easytune/diffusion.py) ---
+    num_train_timesteps: int = field(default=1000, metadata={"help": "training noise levels"})
+    beta_schedule: Literal["cosine", "scaled_linear"] = field(default="cosine", metadata={"help": "noise schedule"})
+    prediction_type: Literal["x0", "epsilon"] = field(default="x0", metadata={"help": "denoiser target"})
+    cond_drop: float = field(default=0.1, metadata={"help": "probability of dropping the text (trains the unconditional model for guidance)"})
+    # --- default sampling schedule stored in the checkpoint ---
+    sample_steps: int = field(default=10, metadata={"help": "default DDIM steps at sampling time: 10 keeps base + fine-tuned under 0.5 s on 2 cores (bench/bench_sampling.py)"})
+    guidance: float = field(default=2.5, metadata={"help": "default classifier-free guidance scale"})
+    # --- optimisation ---
+    batch_size: int = field(default=32, metadata={"help": "clips per step"})
+    lr: float = field(default=2e-4, metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on norms/biases/embeddings)"})
+    warmup_steps: int = field(default=200, metadata={"help": "linear LR warm-up steps"})
+    max_steps: int = field(default=3000, metadata={"help": "total optimizer steps (3000 x 32 clips ~ 2 h at the 12.6 samples/s measured on Bandai); LR follows a cosine to min_lr_ratio"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final LR as a fraction of lr"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip (0 = off)"})
+    ema_decay: float = field(default=0.999, metadata={"help": "EMA of weights; the checkpoint holds the EMA"})
+    # --- bookkeeping ---
+    val_every: int = field(default=250, metadata={"help": "steps between validation losses (0 = off)"})
+    val_batches: int = field(default=4, metadata={"help": "fixed validation batches per evaluation"})
+    ckpt_every: int = field(default=250, metadata={"help": "steps between checkpoints (one is always written at the end)"})
+    seed: int = field(default=0, metadata={"help": "seeds init, batches, timesteps and noise"})
+    device: str = field(default="auto", metadata={"help": "auto (cuda if available), cpu or cuda[:i]"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on CPU)"})
+
+    def validate(self) -> None:
+        for name in ("batch_size", "max_steps", "sample_steps", "min_frames"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.min_frames <= self.max_frames:
+            raise UserError(f"min_frames ({self.min_frames}) must not exceed max_frames ({self.max_frames})")
+        if not 0 <= self.cond_drop < 1:
+            raise UserError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        self.denoiser_config().validate()
+        self.diffusion_config().validate()
+
+    def denoiser_config(self) -> DenoiserConfig:
+        return DenoiserConfig(d_model=self.d_model, layers=self.layers, heads=self.heads, ff_mult=self.ff_mult,
+                              dropout=self.dropout, frames_per_token=self.frames_per_token,
+                              input_skip=self.prediction_type == "epsilon")
+
+    def diffusion_config(self) -> DiffusionConfig:
+        return DiffusionConfig(num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
+                               prediction_type=self.prediction_type)
+
+
+# --- presets: functions that change only what differs from the defaults ------------------------------
+
+def preset_cpu() -> TrainBaseConfig:
+    """The default: a 3.7M-parameter model; 3000 steps of 32 clips take ~2 h at the 12.6 samples/s measured
+    on Bandai on the shared 2-core CPU (bench/bench_train.py)."""
+    return TrainBaseConfig()
+
+
+def preset_tiny() -> TrainBaseConfig:
+    """Tests and smoke runs: a few seconds on one core."""
+    return dataclasses.replace(preset_cpu(), d_model=64, layers=2, heads=2, ff_mult=2, dropout=0.0,
+                               batch_size=4, max_steps=200, warmup_steps=20, val_every=100, ckpt_every=100,
+                               val_batches=1, ema_decay=0.99, lr=1e-3, max_frames=64)
+
+
+def preset_gpu() -> TrainBaseConfig:
+    """A wider model for a CUDA machine."""
+    return dataclasses.replace(preset_cpu(), d_model=512, layers=8, heads=8, batch_size=128, max_steps=50_000,
+                               warmup_steps=1000, frames_per_token=1, val_every=1000, ckpt_every=1000)
+
+
+PRESETS: dict[str, Callable[[], TrainBaseConfig]] = {"cpu": preset_cpu, "tiny": preset_tiny, "gpu": preset_gpu}
+
+
+# --- pieces of the loop ---------------------------------------------------------------------------------
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} was asked for but CUDA is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainBaseConfig) -> float:
+    """Linear warm-up to cfg.lr, then a cosine down to cfg.lr * min_lr_ratio at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainBaseConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (decay if p.dim() >= 2 and "emb" not in name and "null" not in name else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.99))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1 - decay)
+
+
+def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The clips of optimizer step `step`: a pure function of (seed, step), so a resumed run sees the
+    same batches as an uninterrupted one."""
+    rng = np.random.default_rng([seed, step])
+    return rng.choice(n_items, size=batch_size, replace=n_items < batch_size).tolist()
+
+
+def diffusion_loss(denoiser: torch.nn.Module, scheduler: DDIMScheduler, batch: dict[str, Any],
+                   text_tokens: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator | None,
+                   cond_drop: float) -> torch.Tensor:
+    """Masked MSE between the denoiser's output and its target at random timesteps (valid frames only)."""
+    x0, mask = batch["motion"], batch["mask"]
+    B, device = x0.shape[0], x0.device
+    t = torch.randint(0, scheduler.num_train_timesteps, (B,), generator=generator).to(device)
+    noise = torch.randn(x0.shape, generator=generator).to(device)
+    drop = (torch.rand(B, generator=generator) < cond_drop).to(device)
+    x_t = scheduler.add_noise(x0, noise, t)
+    out = denoiser(x_t, t, text_tokens, text_mask, mask, drop_text=drop)
+    err = (out.float() - scheduler.training_target(x0, noise)) ** 2 * mask[..., None]
+    return err.sum() / (mask.sum() * x0.shape[-1]).clamp(min=1)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (torch.as_tensor(v).to(device) if k in ("motion", "mask") else v) for k, v in batch.items()}
+
+
+def base_checkpoint_config(cfg: TrainBaseConfig) -> dict[str, Any]:
+    """The checkpoint's `config`: what load_base needs to rebuild the model and its default sampler."""
+    return {"model": asdict(cfg.denoiser_config()), "diffusion": asdict(cfg.diffusion_config()),
+            "sampling": {"steps": cfg.sample_steps, "guidance": cfg.guidance, "eta": 0.0}, "train": asdict(cfg)}
+
+
+def _stats(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.as_tensor(np.asarray(ds.mean), dtype=torch.float32),
+            torch.as_tensor(np.asarray(ds.std), dtype=torch.float32))
+
+
+# --- the run -----------------------------------------------------------------------------------------------
+
+def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dict] | None, *,
+          collate: Callable[[list[dict]], dict[str, Any]], text_encoder: Any, resume: bool = True,
+          progress: bool = True, command: str | None = None) -> dict[str, Any]:
+    """Train (or resume) a base model into cfg.run_dir; returns a summary (steps, losses, samples/s).
+
+    train_set/val_set: map-style datasets of {"motion" (T,263) normalized, "caption", ...} with
+    `.mean`, `.std` (263,) and `.stamp`; collate pads them into {"motion", "mask", "captions"}.
+    """
+    from tqdm import tqdm
+
+    cfg.validate()
+    run_dir = Path(cfg.run_dir)
+    last = run_dir / LAST
+    device = pick_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    if len(train_set) == 0:
+        raise UserError(f"the training set in {cfg.data or 'the given data'} is empty; check train.txt and the clip lengths")
+
+    model = MotionDenoiser(cfg.denoiser_config()).to(device)
+    ema = MotionDenoiser(cfg.denoiser_config()).to(device).eval()
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    scheduler = DDIMScheduler(cfg.diffusion_config())
+    optimizer = make_optimizer(model, cfg)
+    mean, std = _stats(train_set)
+    stamp = getattr(train_set, "stamp", None)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    step, best_val, history = 0, None, []
+    if resume and (last / "train_state.json").is_file():
+        ckpt = load_checkpoint(last, kind=KIND)
+        check_dataset(ckpt, stamp)
+        load_weights(ema, ckpt.state, source=f"checkpoint {last}", prefix="denoiser.")
+        state = load_train_state(last, optimizer)
+        extra, tensors = state
+        load_weights(model, tensors, source=f"train state in {last}", prefix="model.")
+        step, best_val, history = extra["step"], extra.get("best_val"), extra.get("history", [])
+        log.info(f"resuming {run_dir} from step {step}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / RUN_CONFIG)
+    log.info(f"denoiser: {n_params / 1e6:.2f}M parameters on {device}; {len(train_set)} training clips; "
+             f"batch {cfg.batch_size}; steps {step} -> {cfg.max_steps}")
+
+    def encode(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok, msk = text_encoder.encode_tokens(captions)
+        return tok.to(device), msk.to(device)
+
+    def save(step: int, val_loss: float | None, samples_per_s: float | None) -> None:
+        state = {f"denoiser.{k}": v for k, v in ema.state_dict().items()} | {"mean": mean, "std": std}
+        meta = {"step": step, "seed": cfg.seed, "val_loss": val_loss, "samples_per_s": samples_per_s,
+                "params": n_params, "command": command}
+        save_checkpoint(last, state, kind=KIND, config=base_checkpoint_config(cfg),
+                        dataset={"stamp": stamp, "root": cfg.data}, meta=meta)
+        save_train_state(last, optimizer, {"step": step, "best_val": best_val, "history": history},
+                         {f"model.{k}": v for k, v in model.state_dict().items()})
+
+    def validate() -> float | None:
+        data = val_set if val_set is not None and len(val_set) > 0 else None
+        if data is None:
+            return None
+        losses = []
+        gen = torch.Generator().manual_seed(12345)  # same timesteps and noise every time: comparable numbers
+        with torch.no_grad(), autocast:
+            for b in range(cfg.val_batches):
+                idx = batch_indices(len(data), cfg.batch_size, cfg.seed + 1, b)
+                batch = to_device(collate([data[i] for i in idx]), device)
+                tok, msk = encode(batch["captions"])
+                losses.append(diffusion_loss(ema, scheduler, batch, tok, msk, gen, 0.0).item())
+        return float(np.mean(losses))
+
+    gen = torch.Generator()
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train base", disable=not progress, dynamic_ncols=True)
+    t_start, seen, val_loss, samples_per_s = time.perf_counter(), 0, None, None
+    while step < cfg.max_steps:
+        # --- forward / backward ---
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        batch = to_device(collate([train_set[i] for i in batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)]),
+                          device)
+        tok, msk = encode(batch["captions"])
+        # Step-seeded randomness (timesteps, noise, drops, dropout): a resumed run repeats an unbroken one.
+        gen.manual_seed(cfg.seed * 1_000_003 + step)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        with autocast:
+            loss = diffusion_loss(model, scheduler, batch, tok, msk, gen, cfg.cond_drop)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        seen += cfg.batch_size
+        samples_per_s = seen / (time.perf_counter() - t_start)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1, cfg):.2e}", sps=f"{samples_per_s:.1f}")
+        # --- validate / checkpoint ---
+        if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+            val_loss = validate()
+            if val_loss is not None:
+                best_val = val_loss if best_val is None else min(best_val, val_loss)
+                history.append({"step": step, "train_loss": loss.item(), "val_loss": val_loss})
+                log.info(f"step {step}: train loss {loss.item():.4f}, val loss {val_loss:.4f}")
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            save(step, val_loss, samples_per_s)
+    bar.close()
+    if step == 0 or not (last / "config.json").is_file():
+        save(step, val_loss, samples_per_s)
+    return {"step": step, "val_loss": val_loss, "best_val": best_val, "samples_per_s": samples_per_s,
+            "checkpoint": str(last), "history": history}
+
+
+# --- CLI ---------------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="starting config before overrides")
+    parser.add_argument("--resume", dest="resume", action="store_true", default=True,
+                        help="continue from RUN_DIR/last when it exists (the default; starts afresh otherwise)")
+    parser.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="start afresh even if the run directory has a checkpoint (it is overwritten)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
+    add_config_args(parser, TrainBaseConfig)
+
+
+def resolve_config(args: argparse.Namespace) -> TrainBaseConfig:
+    """Preset, then (when resuming) the run's saved config, then --config file, then flags."""
+    base = PRESETS[args.preset]()
+    flags = {k[len("cfg__"):]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
+    run_dir = Path(flags.get("run_dir") or base.run_dir)
+    saved = run_dir / RUN_CONFIG
+    if getattr(args, "resume", True) and (run_dir / LAST / "train_state.json").is_file() and saved.is_file():
+        base = apply_overrides(base, json.loads(saved.read_text(encoding="utf-8")))
+    return config_from_args(TrainBaseConfig, args, base=base)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (preset + the flags given), for the checkpoint's meta."""
+    parts = ["python -m easytune train base", f"--preset {args.preset}"]
+    if getattr(args, "config", None) is not None:
+        parts.append(f"--config {args.config}")
+    for k, v in vars(args).items():
+        if k.startswith("cfg__") and v is not None:
+            parts.append(f"--{k[len('cfg__'):].replace('_', '-')} {shlex.quote(str(v))}")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from easytune.motion.dataset import MotionDataset, collate
+    from easytune.text import load_text_encoder
+
+    cfg = resolve_config(args)
+    if not cfg.data:
+        raise UserError("--data is required: the dataset folder (with new_joint_vecs/, texts/, Mean.npy, Std.npy, train.txt)")
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise UserError(f"dataset folder {root} does not exist")
+    train_set = MotionDataset(root, "train", min_frames=cfg.min_frames, max_frames=cfg.max_frames,
+                              tiny=cfg.tiny, seed=cfg.seed)
+    val_set = None
+    if (root / "val.txt").is_file():
+        val_set = MotionDataset(root, "val", mean=train_set.mean, std=train_set.std, min_frames=cfg.min_frames,
+                                max_frames=cfg.max_frames, seed=cfg.seed, random_crop=False)
+    encoder = load_text_encoder(pick_device(cfg.device))
+    summary = train(cfg, train_set, val_set, collate=collate, text_encoder=encoder, resume=args.resume,
+                    progress=args.progress, command=command_line(args))
+    speed = f"{summary['samples_per_s']:.1f} samples/s" if summary["samples_per_s"] else "nothing left to do"
+    val = "n/a" if summary["val_loss"] is None else f"{summary['val_loss']:.4f}"
+    print(f"trained to step {summary['step']} ({speed}); val loss {val}; checkpoint: {summary['checkpoint']}")
+    return 0
