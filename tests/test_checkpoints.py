@@ -88,3 +88,14 @@ def test_train_state_resumes_optimizer(tmp_path):
         assert torch.allclose(a, b)
     assert json.loads((tmp_path / "train_state.json").read_text())["extra"]["step"] == 3
     assert ck.load_train_state(tmp_path / "none", None) is None
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+
+    from easytune.fileio import write_text
+
+    write_text(tmp_path / "f.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~umask
