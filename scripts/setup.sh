@@ -21,7 +21,9 @@ want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-16)
 have=$(cat .venv/.requirements-hash 2>/dev/null || true)
 if [ "$want" != "$have" ]; then
   echo "setup: installing Python requirements into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  # This machine's pip config names local mirrors that may be absent; hide only those warnings.
+  quiet() { "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  quiet .venv/bin/python -m pip install -q -r requirements-dev.txt
   echo "$want" > .venv/.requirements-hash
 fi
