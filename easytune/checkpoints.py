@@ -32,7 +32,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from easytune.errors import UserError
-from easytune.fileio import atomic_path, write_json
+from easytune.fileio import atomic_path, write_json, write_text
 
 FORMAT = 1
 WEIGHTS = "model.safetensors"
@@ -191,6 +191,21 @@ def file_hash(path: str | os.PathLike, length: int = 16) -> str:
 def checkpoint_hash(name_or_path: str | os.PathLike) -> str:
     path = resolve(name_or_path)
     return file_hash(path / WEIGHTS)
+
+
+BANDAI_LICENSE = ("Trained on the Bandai-Namco Research Motion dataset (Kobayashi et al. 2023, arXiv:2306.08861), "
+                  "CC BY-NC 4.0: these weights are CC BY-NC 4.0 too (non-commercial use, with attribution).")
+
+
+def write_model_card(directory: str | os.PathLike, title: str, sections: dict[str, str], *,
+                     license_text: str = BANDAI_LICENSE) -> None:
+    """README.md beside a checkpoint: a title, `## section` blocks (data, command, seed, metrics) and
+    the license of the data it was trained on."""
+    body = [f"# {title}", ""]
+    for name, text in sections.items():
+        body += [f"## {name}", text.strip(), ""]
+    body += ["## License", license_text, ""]
+    write_text(Path(directory) / "README.md", "\n".join(body))
 
 
 # --- resumable training state: optimizer tensors in safetensors, the rest in JSON --------------

@@ -20,6 +20,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 
+from easytune import checkpoints as ck
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
     except UserError as e:
         report["r_precision_top123"] = f"skipped: {e}"
     write_json(out / "evaluator_report.json", report)
-    R.write_model_card(out, "EasyTune evaluator (Guo-style text-motion matching)", {
+    ck.write_model_card(out, "EasyTune evaluator (Guo-style text-motion matching)", {
         "Model": f"preset {cfg.preset}, {n_params / 1e6:.2f}M parameters, embedding {cfg.embed_dim}, margin "
                  f"{cfg.margin}, caption share {cfg.caption_share}. Judges generated motions; never a reward.",
         "Command": f"`python -m easytune train evaluator --data {cfg.data} --preset {cfg.preset} --steps {cfg.steps} "

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequenc
 import torch
 import torch.nn.functional as F
 
+from easytune import checkpoints as ck
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -517,20 +518,6 @@ def save_reward_checkpoint(out: str | Path, model: torch.nn.Module, *, train_con
                            config={"model": dataclasses.asdict(model.cfg), "train": dataclasses.asdict(train_config)})
 
 
-def write_model_card(directory: str | Path, title: str, sections: dict[str, str]) -> None:
-    """README.md beside a checkpoint: a title and `## section` blocks (data, command, seed, metrics,
-    license); the license line for the Bandai-Namco data is always added."""
-    from easytune.fileio import write_text
-
-    body = [f"# {title}", ""]
-    for name, text in sections.items():
-        body += [f"## {name}", text.strip(), ""]
-    body += ["## License", "Trained on the Bandai-Namco Research Motion dataset (Kobayashi et al. 2023, "
-             "arXiv:2306.08861), CC BY-NC 4.0: these weights are CC BY-NC 4.0 too (non-commercial use, "
-             "with attribution).", ""]
-    write_text(Path(directory) / "README.md", "\n".join(body))
-
-
 def dataset_stamp(dataset) -> dict[str, Any]:
     stamp = getattr(dataset, "stamp", None)
     return {"stamp": stamp, "root": str(getattr(dataset, "root", ""))}
@@ -594,7 +581,7 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
         report = retrieval_report(model, eval_groups(cfg.data, mean, std, cfg.tiny), bank, cfg.eval_seeds)
         write_json(out / "retrieval.json", report)
         print(format_retrieval(report, "Reward model retrieval, test split"))
-    write_model_card(out, "EasyTune reward model (TMR-style, step-aware)" if cfg.step_aware else
+    ck.write_model_card(out, "EasyTune reward model (TMR-style, step-aware)" if cfg.step_aware else
                      "EasyTune reward model (TMR-style)", {
         "Model": f"preset {cfg.preset}, {n_params / 1e6:.2f}M parameters, InfoNCE temperature {cfg.temperature}, "
                  f"false-negative threshold {cfg.fn_threshold}, noisy-motion augmentation {cfg.noise_prob}.",

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from easytune import checkpoints as ck
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -366,7 +367,7 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
         write_json(out / "spl_report.json", report)
         print(R.format_retrieval(before, "Before SPL (test split)"))
         print(R.format_retrieval(after, "After SPL (test split)"))
-    R.write_model_card(out, "EasyTune reward model, refined with SPL", {
+    ck.write_model_card(out, "EasyTune reward model, refined with SPL", {
         "Model": f"Started from {init.path}; InfoNCE + {cfg.w_spl} x SPL (tau {cfg.spl_tau} applied once, "
                  f"k {cfg.spl_k}, threshold {cfg.spl_threshold}), lr {cfg.lr}, {len(pairs)} human pairs.",
         "Command": f"`python -m easytune train spl --data {cfg.data} --init {cfg.init} --steps {cfg.steps} "
