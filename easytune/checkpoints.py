@@ -252,13 +252,59 @@ def load_train_state(directory: str | os.PathLike, optimizer: torch.optim.Optimi
     return meta["extra"], extra_tensors
 
 
+# --- promoting a run's checkpoint into the registry -------------------------------------------
+
+def provenance(path: str | os.PathLike) -> str:
+    """A model-card section built from a checkpoint's config.json: dataset stamp, command, seed,
+    steps, wall time, parameter count, file size and hash (so the card cannot drift from the file)."""
+    path = resolve(path)
+    info = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    meta, dataset = info.get("meta") or {}, info.get("dataset") or {}
+    weights = path / WEIGHTS
+    rows = [("kind", info.get("kind")), ("dataset stamp", dataset.get("stamp")),
+            ("command", f"`{meta['command']}`" if meta.get("command") else None), ("seed", meta.get("seed")),
+            ("steps", meta.get("steps")), ("parameters", meta.get("parameters")),
+            ("wall time", f"{meta['wall_s'] / 60:.1f} min" if meta.get("wall_s") is not None else None),
+            ("parent", meta.get("parent") or meta.get("init")),
+            ("weights", f"{weights.stat().st_size / 2**20:.1f} MiB, sha256 {file_hash(weights)}")]
+    lines = [f"- {k}: {v}" for k, v in rows if v not in (None, "")]
+    return "\n".join(lines)
+
+
+def promote(run_dir: str | os.PathLike, name: str, root: Path = DEMO_ROOT) -> Path:
+    """Copy a run's checkpoint (weights, config, card, JSON reports; not the optimizer state) to
+    root/name, and append a Provenance section to its card."""
+    import shutil
+
+    src = resolve(run_dir)
+    dst = Path(root) / name
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and not f.name.startswith(("train_state", ".")) and f.suffix in (".safetensors", ".json", ".md"):
+            with atomic_path(dst / f.name) as tmp:
+                shutil.copyfile(f, tmp)
+    card = (dst / "README.md").read_text(encoding="utf-8") if (dst / "README.md").is_file() else f"# {name}\n"
+    marker = "\n## Provenance\n"
+    card = card.split(marker)[0].rstrip() + "\n" + marker + provenance(dst) + "\n"
+    write_text(dst / "README.md", card)
+    return dst
+
+
 # --- `python -m easytune checkpoints` ----------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", default=None, help="only list checkpoints of this kind")
+    parser.add_argument("--promote", default=None, metavar="RUN_DIR",
+                        help="copy this run's checkpoint into demo_checkpoints/ (needs --name)")
+    parser.add_argument("--name", default=None, help="registry name for --promote")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.promote:
+        if not args.name:
+            raise UserError("--promote needs --name (the checkpoint's registry name)")
+        print(f"promoted to {promote(args.promote, args.name)}")
+        return 0
     rows = [e for e in list_checkpoints() if args.kind in (None, e["kind"])]
     if not rows:
         print("no checkpoints found under " + ", ".join(str(r) for r in _roots()))

@@ -99,3 +99,19 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "f.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_promote_copies_weights_and_appends_provenance(tmp_path):
+    run = tmp_path / "run"
+    ck.save_checkpoint(run, _model().state_dict(), kind="reward", config={}, dataset={"stamp": "s1"},
+                       meta={"command": "python -m easytune train reward", "seed": 3, "steps": 10, "wall_s": 90.0})
+    (run / "README.md").write_text("# Card\n\n## Metrics\nR@1 1.0\n")
+    ck.save_train_state(run, torch.optim.AdamW(_model().parameters()), {"step": 10})
+    dst = ck.promote(run, "mine", root=tmp_path / "demo")
+    assert sorted(p.name for p in dst.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    card = (dst / "README.md").read_text()
+    assert "R@1 1.0" in card and "- dataset stamp: s1" in card and "- wall time: 1.5 min" in card
+    assert f"sha256 {ck.file_hash(dst / 'model.safetensors')}" in card
+    ck.promote(run, "mine", root=tmp_path / "demo")  # again: one Provenance section, not two
+    assert (dst / "README.md").read_text().count("## Provenance") == 1
+    assert ck.load_checkpoint("mine", roots=[tmp_path / "demo"]).kind == "reward"
