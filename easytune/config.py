@@ -186,5 +186,18 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     return apply_overrides(cls(), data)
 
 
+def command_for(prog: str, cfg: Any) -> str:
+    """The command that reproduces `cfg`: `prog` plus a flag for every field that differs from its
+    default (so a model card's command is the one that ran, not a hand-written subset)."""
+    default = type(cfg)()
+    parts = [prog]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.init and value != getattr(default, f.name):
+            text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+            parts.append(f"{_flag(f.name)} {text}")
+    return " ".join(parts)
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
     write_json(path, config_to_dict(cfg))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from easytune import checkpoints as ck
+from easytune.config import command_for
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,7 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
     ck.write_model_card(out, "EasyTune evaluator (Guo-style text-motion matching)", {
         "Model": f"preset {cfg.preset}, {n_params / 1e6:.2f}M parameters, embedding {cfg.embed_dim}, margin "
                  f"{cfg.margin}, caption share {cfg.caption_share}. Judges generated motions; never a reward.",
-        "Command": f"`python -m easytune train evaluator --data {cfg.data} --preset {cfg.preset} --steps {cfg.steps} "
-                   f"--seed {cfg.seed}` (resolved config: train_config.json)",
+        "Command": f"`{command_for('python -m easytune train evaluator', cfg)}` (resolved config: train_config.json)",
         "Metrics": f"Test split ({len(items)} motions; R-Precision batches of 32 distinct (content, style) labels): "
                    f"R-Precision top-1/2/3 {report['r_precision_top123']}, MM-Dist {report['mm_dist']:.3f}.",
     })

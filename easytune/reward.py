@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from easytune import checkpoints as ck
+from easytune.config import command_for
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -585,8 +586,7 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
                      "EasyTune reward model (TMR-style)", {
         "Model": f"preset {cfg.preset}, {n_params / 1e6:.2f}M parameters, InfoNCE temperature {cfg.temperature}, "
                  f"false-negative threshold {cfg.fn_threshold}, noisy-motion augmentation {cfg.noise_prob}.",
-        "Command": f"`python -m easytune train reward --data {cfg.data} --preset {cfg.preset} --steps {cfg.steps} "
-                   f"--seed {cfg.seed}` (resolved config: train_config.json)",
+        "Command": f"`{command_for('python -m easytune train reward', cfg)}` (resolved config: train_config.json)",
         "Metrics": format_retrieval(report, "Test split") if report else "not evaluated (--eval-seeds 0)",
     })
     return {"out": str(out), "retrieval": report}

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from easytune import checkpoints as ck
+from easytune.config import command_for
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -370,8 +371,7 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
     ck.write_model_card(out, "EasyTune reward model, refined with SPL", {
         "Model": f"Started from {init.path}; InfoNCE + {cfg.w_spl} x SPL (tau {cfg.spl_tau} applied once, "
                  f"k {cfg.spl_k}, threshold {cfg.spl_threshold}), lr {cfg.lr}, {len(pairs)} human pairs.",
-        "Command": f"`python -m easytune train spl --data {cfg.data} --init {cfg.init} --steps {cfg.steps} "
-                   f"--seed {cfg.seed}` (resolved config: train_config.json)",
+        "Command": f"`{command_for('python -m easytune train spl', cfg)}` (resolved config: train_config.json)",
         "Metrics": (R.format_retrieval(before, "Before SPL") + "\n\n" + R.format_retrieval(report["after"], "After SPL"))
         if cfg.eval_seeds else "not evaluated (--eval-seeds 0)",
     })

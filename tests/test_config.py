@@ -73,3 +73,12 @@ def test_help_shows_defaults():
     p, _ = _parse([])
     text = " ".join(p.format_help().split())
     assert "--lr" in text and "default: 0.0001" in text and "one of ['cosine', 'linear']" in text
+
+
+def test_command_for_lists_every_changed_field():
+    from easytune.config import command_for
+
+    assert command_for("train", Cfg()) == "train"
+    assert command_for("train", Cfg(lr=0.5, dims=(4, 8), name="r")) == "train --lr 0.5 --name r --dims 4,8"
+    _, args = _parse(["--lr", "0.5", "--name", "r", "--dims", "4,8"])
+    assert config_from_args(Cfg, args) == Cfg(lr=0.5, dims=(4, 8), name="r")  # the command round-trips
