@@ -19,6 +19,7 @@ same evaluation generates nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -126,6 +127,7 @@ class TestSet:
     labels: list[tuple]
     mean: np.ndarray
     std: np.ndarray
+    names: list[str] = field(default_factory=list)  # motion ids (empty for hand-made sets)
 
     def draw_captions(self, seed: int) -> list[str]:
         rng = np.random.default_rng(seed)
@@ -241,7 +243,7 @@ def load_test_set(data: str, split: str, mean: np.ndarray | None, std: np.ndarra
         labels.append(label_key(it["label"]))
     m = np.asarray(ds.mean if mean is None else mean, dtype=np.float64)
     s = np.asarray(ds.std if std is None else std, dtype=np.float64)
-    return TestSet(motions, captions, labels, m, s)
+    return TestSet(motions, captions, labels, m, s, list(ds.names[:n]))
 
 
 def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, dataset_stamp: str | None = None,
@@ -268,6 +270,34 @@ def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, d
     return gen, bundle.path
 
 
+def protocol_for(name: str, steps: int = 0, replications: int = 0) -> Protocol:
+    """A named protocol, with its sampling steps and/or replications overridden when non-zero."""
+    from easytune.generate import check_steps
+
+    if name not in PROTOCOLS:
+        raise UserError(f"unknown protocol {name!r}; known: {sorted(PROTOCOLS)}")
+    if replications < 0:
+        raise UserError(f"replications must be positive (or 0 for the protocol's), got {replications}")
+    protocol = PROTOCOLS[name]
+    if steps:
+        protocol = dataclasses.replace(protocol, steps=check_steps(steps))
+    if replications:
+        protocol = dataclasses.replace(protocol, replications=replications)
+    return protocol
+
+
+def cached_generator(checkpoint: str, device: str, guidance: float | None, protocol: Protocol, cache_root: str,
+                     dataset_stamp: str | None = None) -> tuple[Generator, MotionCache]:
+    """checkpoint_generator plus its MotionCache, keyed by checkpoint hash, guidance and steps (when not the
+    checkpoint's default), so `evaluate` and `recognize` share the motions they both need."""
+    from easytune.checkpoints import checkpoint_hash
+
+    generate, path = checkpoint_generator(checkpoint, device, guidance, dataset_stamp)
+    tag = (checkpoint_hash(path) + ("" if guidance is None else f"_g{guidance}")
+           + ("" if protocol.steps is None else f"_s{protocol.steps}"))
+    return generate, MotionCache(cache_root, tag, protocol.name)
+
+
 # === command =============================================================================================
 
 @dataclass
@@ -279,6 +309,8 @@ class EvaluateConfig:
     protocol: Literal["paper", "cpu"] = field(default="cpu", metadata={"help": "named protocol (see PROTOCOLS)"})
     seed: int = field(default=0, metadata={"help": "first replication's seed; replication r uses seed + r"})
     guidance: float | None = field(default=None, metadata={"help": "classifier-free guidance (None = checkpoint's)"})
+    steps: int = field(default=0, metadata={"help": "sampling steps (0 = the protocol's; for quality-vs-steps studies)"})
+    replications: int = field(default=0, metadata={"help": "replications (0 = the protocol's)"})
     cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache folder"})
     out: str = field(default="runs/evaluate", metadata={"help": "folder for results.json and table.md"})
     max_motions: int = field(default=0, metadata={"help": "use only the first N test motions (0 = all)"})
@@ -287,13 +319,12 @@ class EvaluateConfig:
 
 
 def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | None = None) -> dict[str, Any]:
-    from easytune.checkpoints import checkpoint_hash
     from easytune.evaluator import Embedder, load_evaluator
     from easytune.fileio import write_json, write_text
     from easytune.reward import resolve_device
 
     device = resolve_device(cfg.device)
-    protocol = PROTOCOLS[cfg.protocol]
+    protocol = protocol_for(cfg.protocol, cfg.steps, cfg.replications)
     model, ckpt = load_evaluator(cfg.evaluator, device)
     mean = ckpt.state.get("mean")
     std = ckpt.state.get("std")
@@ -302,9 +333,8 @@ def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | No
     embedder = Embedder(model, text_encoder)
     cache = None
     if cfg.checkpoint and generate is None:
-        generate, path = checkpoint_generator(cfg.checkpoint, str(device), cfg.guidance, ckpt.dataset.get("stamp"))
-        tag = checkpoint_hash(path) + ("" if cfg.guidance is None else f"_g{cfg.guidance}")
-        cache = MotionCache(cfg.cache, tag, protocol.name)
+        generate, cache = cached_generator(cfg.checkpoint, str(device), cfg.guidance, protocol, cfg.cache,
+                                           ckpt.dataset.get("stamp"))
     result = evaluate_sets(test, embedder, protocol, cfg.seed, generate, cache)
     result.update(config=asdict(cfg), summary=summarize(result), evaluator=str(ckpt.path),
                   test_motions=len(test.motions))
