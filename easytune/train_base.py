@@ -44,6 +44,7 @@ class TrainBaseConfig:
     # --- data ---
     data: str = field(default="", metadata={"help": "dataset folder (HumanML3D layout: new_joint_vecs/, texts/, Mean.npy, Std.npy, train.txt)"})
     run_dir: str = field(default="runs/base", metadata={"help": "where run_config.json and the last/ checkpoint go"})
+    init: str = field(default="", metadata={"help": "start from this base checkpoint's (EMA) weights instead of a random init: fresh optimizer and LR schedule, same architecture and dataset (ignored when resuming)"})
     tiny: int | None = field(default=None, metadata={"help": "use only this many training clips (smoke runs)"})
     min_frames: int = field(default=20, metadata={"help": "shortest training crop in frames (1 s at 20 fps)"})
     max_frames: int = field(default=196, metadata={"help": "longest training crop in frames (9.8 s, HumanML3D's cap)"})
@@ -236,6 +237,12 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         load_weights(model, tensors, source=f"train state in {last}", prefix="model.")
         step, best_val, history = extra["step"], extra.get("best_val"), extra.get("history", [])
         log.info(f"resuming {run_dir} from step {step}")
+    elif cfg.init:
+        init = load_checkpoint(cfg.init, kind=KIND)
+        check_dataset(init, stamp)
+        load_weights(model, init.state, source=f"--init checkpoint {init.path}", prefix="denoiser.")
+        ema.load_state_dict(model.state_dict())
+        log.info(f"starting from the weights of {init.path} (step {init.meta.get('step')} of its run)")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / RUN_CONFIG)
     log.info(f"denoiser: {n_params / 1e6:.2f}M parameters on {device}; {len(train_set)} training clips; "

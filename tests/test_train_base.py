@@ -104,6 +104,25 @@ def test_resume_matches_an_unbroken_run(tmp_path, synthetic_dir, text_encoder):
     assert saved["max_steps"] == 6 and TrainBaseConfig(**saved) == dataclasses.replace(cfg, run_dir=str(tmp_path / "a"))
 
 
+def test_init_starts_from_another_checkpoints_weights(tmp_path, synthetic_dir, text_encoder):
+    data = MotionDataset(synthetic_dir, "train", min_frames=20, max_frames=40, random_crop=False)
+    cfg = dataclasses.replace(preset_tiny(), d_model=32, batch_size=3, max_steps=4, warmup_steps=2, val_every=0,
+                              ckpt_every=4)
+    train(dataclasses.replace(cfg, run_dir=str(tmp_path / "a")), data, None, collate=collate,
+          text_encoder=text_encoder, progress=False)
+    # lr 0 and no decay: the weights cannot move, so the new run's checkpoint holds exactly the init weights
+    frozen = dataclasses.replace(cfg, run_dir=str(tmp_path / "b"), init=str(tmp_path / "a" / "last"), lr=0.0,
+                                 weight_decay=0.0, max_steps=2)
+    train(frozen, data, None, collate=collate, text_encoder=text_encoder, progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last"), load_checkpoint(tmp_path / "b" / "last")
+    for k in a.state:
+        torch.testing.assert_close(a.state[k], b.state[k], msg=k)
+    assert b.meta["step"] == 2 and b.config["train"]["init"] == str(tmp_path / "a" / "last")
+    wide = dataclasses.replace(frozen, run_dir=str(tmp_path / "c"), d_model=64)
+    with pytest.raises(UserError, match="shape"):
+        train(wide, data, None, collate=collate, text_encoder=text_encoder, progress=False)
+
+
 def test_epsilon_prediction_with_scaled_linear_schedule_learns(tmp_path, synthetic_dir, text_encoder):
     data = MotionDataset(synthetic_dir, "train", min_frames=20, max_frames=40, random_crop=False)
     cfg = dataclasses.replace(preset_tiny(), run_dir=str(tmp_path), d_model=32, batch_size=6, max_steps=120,
