@@ -184,6 +184,23 @@ def diffusion_loss(denoiser: torch.nn.Module, scheduler: DDIMScheduler, batch: d
     return err.sum() / (mask.sum() * x0.shape[-1]).clamp(min=1)
 
 
+@torch.no_grad()
+def validation_loss(denoiser: torch.nn.Module, scheduler: DDIMScheduler, data: Sequence[dict],
+                    collate: Callable[[list[dict]], dict[str, Any]],
+                    encode: Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]],
+                    batch_size: int, batches: int) -> float:
+    """Mean diffusion loss over `batches` fixed batches of `data` (VAL_SEED), with fixed timesteps and
+    noise: the same number for the same weights, whatever run or seed they come from."""
+    device = next(denoiser.parameters()).device
+    gen = torch.Generator().manual_seed(12345)
+    losses = []
+    for b in range(batches):
+        batch = to_device(collate([data[i] for i in batch_indices(len(data), batch_size, VAL_SEED, b)]), device)
+        tok, msk = encode(batch["captions"])
+        losses.append(diffusion_loss(denoiser, scheduler, batch, tok, msk, gen, 0.0).item())
+    return float(np.mean(losses))
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (torch.as_tensor(v).to(device) if k in ("motion", "mask") else v) for k, v in batch.items()}
 
@@ -265,18 +282,10 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
                          {f"model.{k}": v for k, v in model.state_dict().items()})
 
     def validate() -> float | None:
-        data = val_set if val_set is not None and len(val_set) > 0 else None
-        if data is None:
+        if val_set is None or len(val_set) == 0:
             return None
-        losses = []
-        gen = torch.Generator().manual_seed(12345)  # same timesteps and noise every time: comparable numbers
-        with torch.no_grad(), autocast:
-            for b in range(cfg.val_batches):
-                idx = batch_indices(len(data), cfg.batch_size, VAL_SEED, b)
-                batch = to_device(collate([data[i] for i in idx]), device)
-                tok, msk = encode(batch["captions"])
-                losses.append(diffusion_loss(ema, scheduler, batch, tok, msk, gen, 0.0).item())
-        return float(np.mean(losses))
+        with autocast:
+            return validation_loss(ema, scheduler, val_set, collate, encode, cfg.batch_size, cfg.val_batches)
 
     gen = torch.Generator()
     model.train()
