@@ -226,6 +226,7 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
         return [known[k] for k in classify(embedder.motions(motions), protos)]
 
     predicted = {"real": recognise(test.motions)}
+    captions = None
     protocol = protocol_for("cpu", cfg.steps)
     if cfg.checkpoint or generate is not None:
         cache = None
@@ -236,10 +237,14 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
         make = lambda: generate(texts, lengths, cfg.seed, protocol.steps)  # noqa: E731
         gen = cache.get_or_make("test", cfg.seed, texts, lengths, make) if cache else make()
         predicted["generated"] = recognise(gen)
+        captions = texts
     result = {"config": asdict(cfg), "evaluator": str(ckpt.path), "split": cfg.split, "seed": cfg.seed,
               "steps_text": "the checkpoint's default sampling steps" if not cfg.steps else f"{cfg.steps} sampling steps",
               "labels": [list(lab) for lab in known], "groups": dict(Counter(groups)),
-              "rows": recognise_sets(truth, groups, predicted)}
+              "rows": recognise_sets(truth, groups, predicted),
+              "motions": [{"name": n, "group": g, "label": list(t), "caption": captions[i] if captions else None,
+                           **{row: list(pred[i]) for row, pred in predicted.items()}}
+                          for i, (n, g, t) in enumerate(zip(test.names, groups, truth))]}
     report = format_report(result, {"real": "real test motions", "generated": cfg.checkpoint or "generated"})
     out = Path(cfg.out)
     write_json(out / "results.json", result)

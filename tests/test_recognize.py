@@ -83,6 +83,8 @@ def test_recognize_oracle_matches_real_row_and_wrong_generator_scores_worse(toy,
     assert bad["content"] < rows["real"]["all"]["content"] - 0.3
 
     saved = json.loads((tmp_path / "rec" / "results.json").read_text())
+    assert len(saved["motions"]) == 56 and saved["motions"][0]["caption"]
+    assert {"name", "group", "label", "real", "generated"} <= set(saved["motions"][0])
     assert saved["rows"]["generated"]["all"]["content"] == pytest.approx(bad["content"])
     report = (tmp_path / "rec" / "report.md").read_text()
     assert "| real test motions | seen | 32 |" in report and "Action confusion, generated, unseen" in report
