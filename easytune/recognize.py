@@ -137,6 +137,19 @@ def matrix_markdown(classes: Sequence[str], counts: Sequence[Sequence[int]]) -> 
     return "\n".join(lines)
 
 
+def per_content_markdown(motions: Sequence[dict], names: dict[str, str]) -> str:
+    """Per prompt content: how many motions were recognised as exactly that content, in each row."""
+    rows = [r for r in ("real", "generated") if motions and r in motions[0]]
+    contents = sorted({m["label"][0] for m in motions})
+    lines = ["| prompt content | n | " + " | ".join(f"{names.get(r, r)}: recognised as the content" for r in rows) + " |",
+             "|---|---|" + "---|" * len(rows)]
+    for c in contents:
+        ms = [m for m in motions if m["label"][0] == c]
+        cells = [f"{sum(m[r][0] == c for m in ms)}/{len(ms)}" for r in rows]
+        lines.append(f"| {c} | {len(ms)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_report(result: dict[str, Any], names: dict[str, str]) -> str:
     rows = result["rows"]
     lines = [f"Recognition by the evaluator ({result['evaluator']}) on the {result['split']} split, captions drawn "
@@ -150,6 +163,7 @@ def format_report(result: dict[str, Any], names: dict[str, str]) -> str:
                 lines.append(f"| {names.get(row, row)} | {g} | {s['n']} | {_pct(s['action'])} | {_pct(s['side'])} | "
                              f"{_pct(s['content'])} | {_pct(s['side_of_sided'])} (n={s['n_sided']}) | "
                              f"{_pct(s['style'])} |")
+    lines += ["", per_content_markdown(result["motions"], names)]
     for row in rows:
         if row == "real":
             continue

@@ -88,6 +88,7 @@ def test_recognize_oracle_matches_real_row_and_wrong_generator_scores_worse(toy,
     assert saved["rows"]["generated"]["all"]["content"] == pytest.approx(bad["content"])
     report = (tmp_path / "rec" / "report.md").read_text()
     assert "| real test motions | seen | 32 |" in report and "Action confusion, generated, unseen" in report
+    assert "| prompt content | n | real test motions: recognised as the content |" in report
 
 
 def test_recognize_needs_labels(toy, tmp_path):
