@@ -25,18 +25,19 @@ from easytune.fileio import atomic_path, write_text  # noqa: E402
 from easytune.generate import generate, load_base  # noqa: E402
 from easytune.render import RenderConfig, body_motions, render_frames  # noqa: E402
 
-# One or more per action family, both sides, styles; the last two are (content, style) combinations
-# that the Bandai test split holds out of training (unseen).
+# The common action families, both hands and both turn directions, styles; the last two are
+# (content, style) combinations that the Bandai dataset holds out of training (its unseen test group).
 PROMPTS = [
     "a person waves their left hand",
     "someone raises their right hand",
     "a person walks and turns left",
+    "a person walks and turns right",
     "a tired person walks forward",
     "an energetic person runs forward",
     "a person walks backwards",
     "a person bows",
-    "a tired person raises both hands",
-    "someone raises their left hand happily",
+    "a tired person raises their left hand",
+    "an energetic person waves their right hand",
 ]
 SEEDS = (0, 1)
 SECONDS = 4.0
