@@ -12,8 +12,8 @@ embeds texts and motions; then
 Each metric is reported as mean +- 95% Student-t CI over the replications, as a markdown table (the
 protocol is printed with it) and as JSON.
 
-Generated motions are cached under `cache/` by (checkpoint hash, protocol, seed), so a re-run of the
-same evaluation generates nothing.
+Generated motions are cached under `cache/` by (checkpoint hash, sampler steps/guidance/eta, protocol,
+seed), so a re-run of the same evaluation generates nothing.
 """
 
 from __future__ import annotations
@@ -286,16 +286,27 @@ def protocol_for(name: str, steps: int = 0, replications: int = 0) -> Protocol:
     return protocol
 
 
+def cache_tag(checkpoint: str | Path, guidance: float | None, steps: int | None) -> str:
+    """What a generated motion depends on besides its caption, length and seed: the weights' hash and the
+    effective sampler (steps, guidance and eta; None = the checkpoint's defaults, read from its config)."""
+    from easytune.checkpoints import CONFIG, checkpoint_hash, resolve
+
+    path = resolve(checkpoint)
+    try:
+        sampling = json.loads((path / CONFIG).read_text(encoding="utf-8"))["config"]["sampling"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        raise UserError(f"checkpoint {path} has no readable sampling defaults in {CONFIG}") from None
+    steps = sampling["steps"] if steps is None else steps
+    guidance = sampling["guidance"] if guidance is None else guidance
+    return f"{checkpoint_hash(path)}_s{int(steps)}_g{float(guidance):g}_e{float(sampling.get('eta', 0.0)):g}"
+
+
 def cached_generator(checkpoint: str, device: str, guidance: float | None, protocol: Protocol, cache_root: str,
                      dataset_stamp: str | None = None) -> tuple[Generator, MotionCache]:
-    """checkpoint_generator plus its MotionCache, keyed by checkpoint hash, guidance and steps (when not the
-    checkpoint's default), so `evaluate` and `recognize` share the motions they both need."""
-    from easytune.checkpoints import checkpoint_hash
-
+    """checkpoint_generator plus its MotionCache (keyed by `cache_tag`), so `evaluate` and `recognize`
+    share the motions they both need, and a changed default schedule is never served stale motions."""
     generate, path = checkpoint_generator(checkpoint, device, guidance, dataset_stamp)
-    tag = (checkpoint_hash(path) + ("" if guidance is None else f"_g{guidance}")
-           + ("" if protocol.steps is None else f"_s{protocol.steps}"))
-    return generate, MotionCache(cache_root, tag, protocol.name)
+    return generate, MotionCache(cache_root, cache_tag(path, guidance, protocol.steps), protocol.name)
 
 
 # === command =============================================================================================

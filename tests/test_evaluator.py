@@ -198,3 +198,22 @@ def test_train_evaluator_and_evaluate_commands_end_to_end(tmp_path):
         res["summary"]["generated"]["R-Precision top-1"][0])
     table = (tmp_path / "eval" / "table.md").read_text()
     assert "protocol 'cpu': 5 replications" in table and "| real test set |" in table
+
+
+def test_cache_tag_follows_the_effective_sampler(tmp_path):
+    import dataclasses
+
+    from easytune.checkpoints import save_checkpoint
+    from easytune.train_base import base_checkpoint_config, preset_tiny
+
+    cfg = dataclasses.replace(preset_tiny(), sample_steps=10, guidance=2.5)
+    folder = save_checkpoint(tmp_path / "ck", {"mean": torch.zeros(263), "std": torch.ones(263)}, kind="base",
+                             config=base_checkpoint_config(cfg), dataset={"stamp": "x"})
+    default = E.cache_tag(folder, None, None)
+    assert default.endswith("_s10_g2.5_e0") and default == E.cache_tag(folder, 2.5, 10)
+    assert E.cache_tag(folder, None, 20) != default and E.cache_tag(folder, 3.0, None) != default
+    # a new default schedule in the checkpoint's config must not be served the old default's motions
+    info = json.loads((folder / "config.json").read_text())
+    info["config"]["sampling"]["steps"] = 20
+    (folder / "config.json").write_text(json.dumps(info))
+    assert E.cache_tag(folder, None, None) == E.cache_tag(folder, None, 20) != default
