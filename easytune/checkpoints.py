@@ -266,14 +266,48 @@ def provenance(path: str | os.PathLike) -> str:
             ("steps", meta.get("steps")), ("parameters", meta.get("parameters")),
             ("wall time", f"{meta['wall_s'] / 60:.1f} min" if meta.get("wall_s") is not None else None),
             ("parent", meta.get("parent") or meta.get("init")),
+            ("default sampler", _sampler_text((info.get("config") or {}).get("sampling"))),
             ("weights", f"{weights.stat().st_size / 2**20:.1f} MiB, sha256 {file_hash(weights)}")]
     lines = [f"- {k}: {v}" for k, v in rows if v not in (None, "")]
     return "\n".join(lines)
 
 
-def promote(run_dir: str | os.PathLike, name: str, root: Path = DEMO_ROOT) -> Path:
+def _sampler_text(sampling: dict[str, Any] | None) -> str | None:
+    if not sampling:
+        return None
+    return ", ".join(f"{k} {sampling[k]}" for k in ("steps", "guidance", "eta") if k in sampling)
+
+
+def parse_sampling(items: list[str] | None) -> dict[str, Any]:
+    """["steps=20", "guidance=2.5"] -> {"steps": 20, "guidance": 2.5}, each value checked."""
+    from easytune.diffusion import check_guidance
+    from easytune.generate import check_steps
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if key not in ("steps", "guidance", "eta"):
+            raise UserError(f"unknown sampler setting {item!r}; use steps=N, guidance=G or eta=E")
+        try:
+            number = int(value) if key == "steps" else float(value)
+        except ValueError:
+            raise UserError(f"sampler setting {item!r} must look like steps=20, guidance=2.5 or eta=0") from None
+        if key == "steps":
+            out[key] = check_steps(number)
+        elif key == "guidance":
+            out[key] = check_guidance(number)
+        elif not 0.0 <= number <= 1.0:
+            raise UserError(f"eta must be in [0, 1], got {value}")
+        else:
+            out[key] = number
+    return out
+
+
+def promote(run_dir: str | os.PathLike, name: str, root: Path = DEMO_ROOT,
+            sampling: dict[str, Any] | None = None) -> Path:
     """Copy a run's checkpoint (weights, config, card, JSON reports; not the optimizer state) to
-    root/name, and append a Provenance section to its card."""
+    root/name, and append a Provenance section to its card. `sampling` overrides the checkpoint's default
+    sampler (steps, guidance, eta), e.g. after measuring quality against sampling time."""
     import shutil
 
     src = resolve(run_dir)
@@ -283,6 +317,12 @@ def promote(run_dir: str | os.PathLike, name: str, root: Path = DEMO_ROOT) -> Pa
         if f.is_file() and not f.name.startswith(("train_state", ".")) and f.suffix in (".safetensors", ".json", ".md"):
             with atomic_path(dst / f.name) as tmp:
                 shutil.copyfile(f, tmp)
+    if sampling:
+        info = json.loads((dst / CONFIG).read_text(encoding="utf-8"))
+        if not isinstance((info.get("config") or {}).get("sampling"), dict):
+            raise UserError(f"{src} has no default sampler to change (only base and fine-tuned checkpoints do)")
+        info["config"]["sampling"].update(sampling)
+        write_json(dst / CONFIG, info)
     card = (dst / "README.md").read_text(encoding="utf-8") if (dst / "README.md").is_file() else f"# {name}\n"
     marker = "\n## Provenance\n"
     card = card.split(marker)[0].rstrip() + "\n" + marker + provenance(dst) + "\n"
@@ -297,13 +337,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--promote", default=None, metavar="RUN_DIR",
                         help="copy this run's checkpoint into demo_checkpoints/ (needs --name)")
     parser.add_argument("--name", default=None, help="registry name for --promote")
+    parser.add_argument("--sampling", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="with --promote: new default sampler, e.g. steps=20 guidance=2.5 eta=0")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.sampling and not args.promote:
+        raise UserError("--sampling only applies with --promote RUN_DIR --name NAME")
     if args.promote:
         if not args.name:
             raise UserError("--promote needs --name (the checkpoint's registry name)")
-        print(f"promoted to {promote(args.promote, args.name)}")
+        print(f"promoted to {promote(args.promote, args.name, sampling=parse_sampling(args.sampling))}")
         return 0
     rows = [e for e in list_checkpoints() if args.kind in (None, e["kind"])]
     if not rows:

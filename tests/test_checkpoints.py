@@ -115,3 +115,26 @@ def test_promote_copies_weights_and_appends_provenance(tmp_path):
     ck.promote(run, "mine", root=tmp_path / "demo")  # again: one Provenance section, not two
     assert (dst / "README.md").read_text().count("## Provenance") == 1
     assert ck.load_checkpoint("mine", roots=[tmp_path / "demo"]).kind == "reward"
+
+
+def test_promote_can_set_the_default_sampler(tmp_path, capsys):
+    from easytune.cli import main as cli_main
+
+    run = tmp_path / "run"
+    sampling = {"steps": 10, "guidance": 2.5, "eta": 0.0}
+    ck.save_checkpoint(run, _model().state_dict(), kind="base", config={"sampling": dict(sampling)},
+                       meta={"command": "python -m easytune train base", "seed": 0})
+    dst = ck.promote(run, "b", root=tmp_path / "demo", sampling=ck.parse_sampling(["steps=20"]))
+    assert ck.load_checkpoint(dst).config["sampling"] == {"steps": 20, "guidance": 2.5, "eta": 0.0}
+    assert "- default sampler: steps 20, guidance 2.5, eta 0.0" in (dst / "README.md").read_text()
+    assert ck.load_checkpoint(run).config["sampling"] == sampling  # the run itself is untouched
+    for bad, msg in ((["steps=0"], "steps"), (["steps=ten"], "must look like"), (["foo=1"], "unknown"),
+                     (["guidance=99"], "guidance"), (["eta=2"], "eta")):
+        with pytest.raises(UserError, match=msg):
+            ck.parse_sampling(bad)
+    rw = tmp_path / "rw"
+    ck.save_checkpoint(rw, _model().state_dict(), kind="reward", config={})
+    with pytest.raises(UserError, match="no default sampler"):
+        ck.promote(rw, "r", root=tmp_path / "demo", sampling={"steps": 20})
+    assert cli_main(["checkpoints", "--sampling", "steps=20"]) == 2
+    assert "only applies with --promote" in capsys.readouterr().err
