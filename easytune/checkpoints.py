@@ -147,12 +147,15 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, kind: str | None = None,
 
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint",
-                 prefix: str = "") -> None:
+                 prefix: str = "", may_lack: tuple[str, ...] = ()) -> list[str]:
     """Strictly load `state` (keys under `prefix`) into `module`, naming every missing, extra or
-    mis-shaped tensor instead of torch's long error."""
+    mis-shaped tensor instead of torch's long error. Tensors under the `may_lack` prefixes may be absent
+    from `state` (they keep the module's own init); returns their names."""
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
+    kept = sorted(k for k in set(own) - set(state) if k.startswith(may_lack)) if may_lack else []
+    state = {**state, **{k: own[k] for k in kept}}
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -168,6 +171,7 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], *, sou
         raise UserError(f"{source} does not fit this model: " + "; ".join(problems)
                         + ". Was it trained with a different config?")
     module.load_state_dict(state, strict=True)
+    return kept
 
 
 def check_dataset(ckpt: Checkpoint, stamp: str | None) -> None:

@@ -58,11 +58,13 @@ class TrainBaseConfig:
     ff_mult: int = field(default=4, metadata={"help": "feed-forward width / d_model"})
     dropout: float = field(default=0.1, metadata={"help": "transformer dropout"})
     frames_per_token: int = field(default=2, metadata={"help": "frames per motion token (attention cost / k^2)"})
+    out_smooth: int = field(default=0, metadata={"help": "odd kernel of a zero-initialised residual temporal conv on the output frames (0 = none); smooths the borders between tokens"})
     # --- diffusion (see easytune/diffusion.py) ---
     num_train_timesteps: int = field(default=1000, metadata={"help": "training noise levels"})
     beta_schedule: Literal["cosine", "scaled_linear"] = field(default="cosine", metadata={"help": "noise schedule"})
     prediction_type: Literal["x0", "epsilon"] = field(default="x0", metadata={"help": "denoiser target"})
     cond_drop: float = field(default=0.1, metadata={"help": "probability of dropping the text (trains the unconditional model for guidance)"})
+    vel_weight: float = field(default=0.0, metadata={"help": "weight of a frame-to-frame velocity loss on the predicted x0 (MDM's geometric loss, on features); needs prediction_type x0"})
     # --- default sampling schedule stored in the checkpoint ---
     sample_steps: int = field(default=10, metadata={"help": "default DDIM steps at sampling time: 10 keeps base + fine-tuned under 0.5 s on 2 cores (bench/bench_sampling.py)"})
     guidance: float = field(default=2.5, metadata={"help": "default classifier-free guidance scale"})
@@ -91,6 +93,9 @@ class TrainBaseConfig:
             raise UserError(f"min_frames ({self.min_frames}) must not exceed max_frames ({self.max_frames})")
         if not 0 <= self.cond_drop < 1:
             raise UserError(f"cond_drop must be in [0, 1), got {self.cond_drop}")
+        if self.vel_weight < 0 or (self.vel_weight and self.prediction_type != "x0"):
+            raise UserError(f"vel_weight must be >= 0 and needs prediction_type x0, got {self.vel_weight} with "
+                            f"{self.prediction_type}")
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         self.denoiser_config().validate()
@@ -99,7 +104,7 @@ class TrainBaseConfig:
     def denoiser_config(self) -> DenoiserConfig:
         return DenoiserConfig(d_model=self.d_model, layers=self.layers, heads=self.heads, ff_mult=self.ff_mult,
                               dropout=self.dropout, frames_per_token=self.frames_per_token,
-                              input_skip=self.prediction_type == "epsilon")
+                              out_smooth=self.out_smooth, input_skip=self.prediction_type == "epsilon")
 
     def diffusion_config(self) -> DiffusionConfig:
         return DiffusionConfig(num_train_timesteps=self.num_train_timesteps, beta_schedule=self.beta_schedule,
@@ -171,8 +176,9 @@ def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[i
 
 def diffusion_loss(denoiser: torch.nn.Module, scheduler: DDIMScheduler, batch: dict[str, Any],
                    text_tokens: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator | None,
-                   cond_drop: float) -> torch.Tensor:
-    """Masked MSE between the denoiser's output and its target at random timesteps (valid frames only)."""
+                   cond_drop: float, vel_weight: float = 0.0) -> torch.Tensor:
+    """Masked MSE between the denoiser's output and its target at random timesteps (valid frames only),
+    plus vel_weight x the masked MSE of their frame-to-frame differences (x0 prediction)."""
     x0, mask = batch["motion"], batch["mask"]
     B, device = x0.shape[0], x0.device
     t = torch.randint(0, scheduler.num_train_timesteps, (B,), generator=generator).to(device)
@@ -180,8 +186,14 @@ def diffusion_loss(denoiser: torch.nn.Module, scheduler: DDIMScheduler, batch: d
     drop = (torch.rand(B, generator=generator) < cond_drop).to(device)
     x_t = scheduler.add_noise(x0, noise, t)
     out = denoiser(x_t, t, text_tokens, text_mask, mask, drop_text=drop)
-    err = (out.float() - scheduler.training_target(x0, noise)) ** 2 * mask[..., None]
-    return err.sum() / (mask.sum() * x0.shape[-1]).clamp(min=1)
+    target = scheduler.training_target(x0, noise)
+    err = (out.float() - target) ** 2 * mask[..., None]
+    loss = err.sum() / (mask.sum() * x0.shape[-1]).clamp(min=1)
+    if vel_weight:
+        both = (mask[:, 1:] & mask[:, :-1])[..., None]
+        verr = (out.float().diff(dim=1) - target.diff(dim=1)) ** 2 * both
+        loss = loss + vel_weight * verr.sum() / (both.sum() * x0.shape[-1]).clamp(min=1)
+    return loss
 
 
 @torch.no_grad()
@@ -260,9 +272,11 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
     elif cfg.init:
         init = load_checkpoint(cfg.init, kind=KIND)
         check_dataset(init, stamp)
-        load_weights(model, init.state, source=f"--init checkpoint {init.path}", prefix="denoiser.")
+        fresh = load_weights(model, init.state, source=f"--init checkpoint {init.path}", prefix="denoiser.",
+                             may_lack=MotionDenoiser.IDENTITY_INIT)
         ema.load_state_dict(model.state_dict())
-        log.info(f"starting from the weights of {init.path} (step {init.meta.get('step')} of its run)")
+        log.info(f"starting from the weights of {init.path} (step {init.meta.get('step')} of its run)"
+                 + (f"; new identity-initialised layers: {', '.join(fresh)}" if fresh else ""))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / RUN_CONFIG)
     log.info(f"denoiser: {n_params / 1e6:.2f}M parameters on {device}; {len(train_set)} training clips; "
@@ -302,7 +316,7 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         gen.manual_seed(cfg.seed * 1_000_003 + step)
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         with autocast:
-            loss = diffusion_loss(model, scheduler, batch, tok, msk, gen, cfg.cond_drop)
+            loss = diffusion_loss(model, scheduler, batch, tok, msk, gen, cfg.cond_drop, cfg.vel_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

@@ -33,6 +33,9 @@ class DenoiserConfig:
     dropout: float = field(default=0.1, metadata={"help": "dropout inside the transformer (training only)"})
     frames_per_token: int = field(default=2, metadata={
         "help": "frames packed into one motion token; 2 halves tokens (4x less attention) at little quality cost"})
+    out_smooth: int = field(default=0, metadata={
+        "help": "kernel (odd, frames) of a residual temporal conv on the output frames, zero-initialised; "
+                "lets tokens of k frames agree at their borders (0 = none, as in the first demo runs)"})
     input_skip: bool = field(default=False, metadata={
         "help": "add a timestep-gated linear skip from x_t to the output; needed to predict epsilon, whose "
                 "263*k dims do not fit through d_model (slows x0 overfitting, so off for x0)"})
@@ -44,6 +47,8 @@ class DenoiserConfig:
             raise UserError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if self.frames_per_token < 1 or self.layers < 1:
             raise UserError("frames_per_token and layers must be at least 1")
+        if self.out_smooth < 0 or (self.out_smooth and self.out_smooth % 2 == 0):
+            raise UserError(f"out_smooth must be 0 or an odd kernel size, got {self.out_smooth}")
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
@@ -56,6 +61,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 
 class MotionDenoiser(nn.Module):
+    # Layers whose fresh init is the identity: a checkpoint without them loads as the same function
+    # (`train base --init` from a model trained without them).
+    IDENTITY_INIT = ("smooth.",)
+
     """forward(x_t (B,T,F), t (B,), text_tokens (B,L,C), text_mask (B,L) bool, motion_mask (B,T) bool
     or None, drop_text (B,) bool or None) -> (B,T,F) model output (x0 or eps, as trained).
 
@@ -81,6 +90,12 @@ class MotionDenoiser(nn.Module):
         # Output starts at zero: an x0-predictor then begins at "the mean pose", an eps-predictor at 0.
         nn.init.zeros_(self.motion_out.weight)
         nn.init.zeros_(self.motion_out.bias)
+        if cfg.out_smooth:
+            # Tokens of k frames are predicted side by side, so neighbouring tokens need not agree where
+            # they meet (jerky motion at 20/k Hz); a conv across frame borders can reconcile them.
+            self.smooth = nn.Conv1d(cfg.feature_dim, cfg.feature_dim, cfg.out_smooth, padding=cfg.out_smooth // 2)
+            nn.init.zeros_(self.smooth.weight)
+            nn.init.zeros_(self.smooth.bias)
         if cfg.input_skip:
             # Per-frame linear skip from x_t, scaled per timestep: the d_model-wide token path cannot
             # carry the full 263*k-dim noise that an epsilon-predictor must return.
@@ -124,6 +139,9 @@ class MotionDenoiser(nn.Module):
         h = self.encoder(seq, src_key_padding_mask=~valid)
         h = self.final_norm(h[:, -n:])
         out = self.motion_out(h).reshape(B, n * k, F)[:, :T]
+        if self.cfg.out_smooth:
+            valid_out = out * motion_mask[..., None].to(out.dtype)  # no padding leaks into the last frames
+            out = out + self.smooth(valid_out.transpose(1, 2)).transpose(1, 2)
         if self.cfg.input_skip:
             out = out + self.skip_gate(temb)[:, None] * self.skip(x_t)
         return out * motion_mask[..., None].to(out.dtype)

@@ -92,3 +92,30 @@ def test_gradients_reach_all_trainable_parameters(skip):
 def test_bad_config():
     with pytest.raises(UserError, match="divisible"):
         MotionDenoiser(DenoiserConfig(d_model=30, heads=4))
+
+
+def test_out_smooth_starts_as_the_identity_and_respects_masks():
+    from easytune.checkpoints import load_weights
+
+    plain = _model(CFG)
+    smooth = MotionDenoiser(dataclasses.replace(CFG, out_smooth=5)).eval()
+    kept = load_weights(smooth, plain.state_dict(), may_lack=MotionDenoiser.IDENTITY_INIT)
+    assert kept == ["smooth.bias", "smooth.weight"]
+    x, t, tok, tmask = _inputs(T=11)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[1, 7:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(smooth(x, t, tok, tmask, mask), plain(x, t, tok, tmask, mask))
+        torch.nn.init.normal_(smooth.smooth.weight, std=0.05)
+        out = smooth(x, t, tok, tmask, mask)
+        assert not torch.allclose(out, plain(x, t, tok, tmask, mask))
+        assert torch.all(out[1, 7:] == 0)
+        x2 = x.clone()
+        x2[1, 7:] = 100.0  # frames past the end must not leak into the last valid ones through the conv
+        torch.testing.assert_close(smooth(x2, t, tok, tmask, mask), out)
+        alone = smooth(x[1:, :7], t[1:], tok[1:, :2], tmask[1:, :2])
+        torch.testing.assert_close(alone[0], out[1, :7], atol=1e-5, rtol=1e-4)
+    with pytest.raises(UserError, match="out_smooth"):
+        MotionDenoiser(dataclasses.replace(CFG, out_smooth=4))
+    with pytest.raises(UserError, match="missing"):  # without may_lack the load stays strict
+        load_weights(MotionDenoiser(dataclasses.replace(CFG, out_smooth=3)), plain.state_dict())

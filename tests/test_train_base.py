@@ -121,6 +121,34 @@ def test_init_starts_from_another_checkpoints_weights(tmp_path, synthetic_dir, t
     wide = dataclasses.replace(frozen, run_dir=str(tmp_path / "c"), d_model=64)
     with pytest.raises(UserError, match="shape"):
         train(wide, data, None, collate=collate, text_encoder=text_encoder, progress=False)
+    # a model with a new identity-initialised output conv starts as exactly the init checkpoint's function
+    smooth = dataclasses.replace(frozen, run_dir=str(tmp_path / "d"), out_smooth=3)
+    train(smooth, data, None, collate=collate, text_encoder=text_encoder, progress=False)
+    d = load_checkpoint(tmp_path / "d" / "last")
+    assert set(d.state) - set(a.state) == {"denoiser.smooth.weight", "denoiser.smooth.bias"}
+    assert not d.state["denoiser.smooth.weight"].any() and d.config["model"]["out_smooth"] == 3
+
+
+def test_velocity_loss_adds_to_the_x0_loss_and_needs_x0():
+    from easytune.diffusion import DDIMScheduler
+    from easytune.train_base import diffusion_loss
+    from models.denoiser import MotionDenoiser
+
+    cfg = dataclasses.replace(preset_tiny(), d_model=32)
+    torch.manual_seed(0)
+    model = MotionDenoiser(cfg.denoiser_config())
+    torch.nn.init.normal_(model.motion_out.weight, std=0.05)
+    sched = DDIMScheduler(cfg.diffusion_config())
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, 8:] = False
+    batch = {"motion": torch.randn(2, 12, 263) * mask[..., None], "mask": mask}
+    tok, tmask = torch.randn(2, 3, 384), torch.ones(2, 3, dtype=torch.bool)
+    losses = [diffusion_loss(model, sched, batch, tok, tmask, torch.Generator().manual_seed(0), 0.0, w).item()
+              for w in (0.0, 1.0, 2.0)]
+    assert losses[0] < losses[1] < losses[2]
+    assert losses[2] - losses[1] == pytest.approx(losses[1] - losses[0], rel=1e-4)  # linear in the weight
+    with pytest.raises(UserError, match="vel_weight"):
+        dataclasses.replace(preset_tiny(), prediction_type="epsilon", vel_weight=1.0).validate()
 
 
 def test_epsilon_prediction_with_scaled_linear_schedule_learns(tmp_path, synthetic_dir, text_encoder):
