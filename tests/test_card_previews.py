@@ -3,6 +3,7 @@
 import importlib.util
 
 import numpy as np
+import pytest
 
 from test_render import REPO, _walk, gl  # noqa: F401  (gl is a fixture)
 
@@ -30,3 +31,15 @@ def test_filmstrip_renders_evenly_spaced_body_frames(gl, tmp_path):  # noqa: F81
     card_previews.save_png(strip, tmp_path / "s.png")
     from PIL import Image
     assert Image.open(tmp_path / "s.png").size == (192, 64)
+
+
+def test_token_border_steps_by_hand():
+    spec = importlib.util.spec_from_file_location("token_borders", REPO / "scripts" / "token_borders.py")
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    # a wrist that moves 1 cm inside each 2-frame token and 5 cm across token borders
+    x = np.cumsum([0.0, 0.01, 0.05, 0.01, 0.05, 0.01])
+    joints = np.zeros((6, 22, 3))
+    joints[:, 20, 0] = x
+    inside, across = tb.border_steps(joints, 2)
+    assert inside * 22 == pytest.approx(0.01) and across * 22 == pytest.approx(0.05)  # mean over 22 joints
