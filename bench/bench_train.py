@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from easytune.motion.dataset import MotionDataset, collate  # noqa: E402
 from easytune.text import load_text_encoder  # noqa: E402
-from easytune.train_base import PRESETS, pick_device, train  # noqa: E402
+from easytune.device import pick_device  # noqa: E402
+from easytune.train_base import PRESETS, train  # noqa: E402
 
 
 def synthetic_dataset(root: Path, n: int = 64, seed: int = 0) -> Path:

@@ -284,8 +284,7 @@ def _sampler_text(sampling: dict[str, Any] | None) -> str | None:
 
 def parse_sampling(items: list[str] | None) -> dict[str, Any]:
     """["steps=20", "guidance=2.5"] -> {"steps": 20, "guidance": 2.5}, each value checked."""
-    from easytune.diffusion import check_guidance
-    from easytune.generate import check_steps
+    from easytune.diffusion import check_guidance, check_steps
 
     out: dict[str, Any] = {}
     for item in items or []:

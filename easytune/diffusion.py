@@ -8,15 +8,16 @@ Symbols (Song et al. 2021, DDIM), all per training timestep t in [0, T):
 
 The denoiser predicts either x0 ("x0", MDM's choice) or eps ("epsilon"); `split_prediction`
 converts either to (x0_hat, eps_hat) exactly. The scheduler never calls the model: a loop calls
-`model -> guidance -> scheduler.step`, one step at a time, so EasyTune can enable gradients on a
-single step (`sample_loop(..., grad_steps=...)` or its own loop over `scheduler.timesteps`).
+`model -> guidance -> scheduler.step`, one step at a time: `Sampler.step(x_t, i)` is one guided call and
+one DDIM step under the caller's grad mode, so every fine-tuning method (easytune/finetune/) owns its
+own loop, with its own gradient, detach and stop rules; `Sampler.iterate` is the plain no-grad loop.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import torch
 
@@ -24,6 +25,14 @@ from easytune.errors import UserError
 
 MIN_STEPS, MAX_STEPS = 1, 1000
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+
+
+def check_steps(steps: int) -> int:
+    """Sampling steps as an int in [1, 1000], or a UserError naming the range."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, float)) or int(steps) != steps \
+            or not MIN_STEPS <= int(steps) <= MAX_STEPS:
+        raise UserError(f"steps must be an integer from {MIN_STEPS} to {MAX_STEPS}, got {steps}")
+    return int(steps)
 
 
 @dataclass
@@ -232,33 +241,79 @@ def initial_noise(shape: Sequence[int], generator: torch.Generator | None, devic
     return torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
-def sample_loop(denoiser: Callable[..., torch.Tensor], scheduler: DDIMScheduler, cond: TextCondition,
-                shape: Sequence[int], guidance: float, *, steps: int, eta: float = 0.0,
-                motion_mask: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                x_T: torch.Tensor | None = None, grad_steps: Sequence[int] = (), chain_grad: bool = False,
-                callback: Callable[[int, int, StepOutput], None] | None = None) -> torch.Tensor:
-    """Run the full DDIM chain and return x0 (B, T, D), the final sample.
+@dataclass
+class SampleStep:
+    """What one step of a trajectory produced. i: index in the schedule (0 = noisiest); t: training
+    timestep; x_t: the sample the denoiser read (B, T, D); model_output: the guided output (B, T, D);
+    out: the scheduler's StepOutput (prev_sample, pred_x0 = the guided x0 prediction, log_prob)."""
 
-    grad_steps: indices i (0 = first, noisiest step) whose denoiser call + step keep autograd; all
-    other steps run under no_grad. chain_grad=False detaches x after every step, so each grad step's
-    graph is that ONE denoiser call + step (EasyTune); chain_grad=True keeps the graph across
-    consecutive grad steps (DRaFT-K, AlignProp: backprop through the last K steps).
-    callback(i, t, out) sees every StepOutput (e.g. to score out.pred_x0 with a reward).
-    Padded frames (motion_mask False) are zeroed in the result.
+    i: int
+    t: int
+    x_t: torch.Tensor
+    model_output: torch.Tensor
+    out: StepOutput
+
+
+class Sampler:
+    """DDIM with classifier-free guidance over one denoiser, for one batch and one schedule.
+
+    The loop belongs to the caller: `step(x_t, i)` makes ONE guided denoiser call and one scheduler step
+    under the caller's grad mode, so each fine-tuning method decides where gradients flow, what is
+    detached and when to stop (EasyTune: `with torch.enable_grad(): s = sampler.step(x.detach(), i)`).
+    `iterate(x_T)` is the plain no-grad loop (generation, inspection, the gradient-free part of a method):
+
+        sampler = Sampler(denoiser, DDIMScheduler(cfg), cond, mask, guidance=2.5, steps=10)
+        for s in sampler.iterate(x_T):   # s.i, s.t, s.x_t, s.model_output, s.out (StepOutput)
+            ...
+        x0 = sampler.finish(s.out.prev_sample)
+
+    `denoiser=` on `step`/`iterate` swaps in another network for that call (a frozen copy, a reference
+    model for a guard, a checkpointed wrapper) with the same condition and schedule.
     """
-    guidance = check_guidance(guidance)
-    device = cond.tokens.device
-    scheduler.set_timesteps(steps, device)
-    x = x_T if x_T is not None else initial_noise(shape, generator, device)
-    grad_steps = set(grad_steps)
-    for i, t in enumerate(scheduler.timesteps.tolist()):
-        tt = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-        with torch.set_grad_enabled(i in grad_steps and torch.is_grad_enabled()):
-            model_out = guided_output(denoiser, x, tt, cond, motion_mask, guidance)
-            out = scheduler.step(model_out, t, x, eta=eta, generator=generator, mask=motion_mask)
-        if callback is not None:
-            callback(i, t, out)
-        x = out.prev_sample if (chain_grad and i in grad_steps) else out.prev_sample.detach()
-    if motion_mask is not None:
-        x = x * motion_mask[..., None].to(x.dtype)
-    return x
+
+    def __init__(self, denoiser: Callable[..., torch.Tensor], scheduler: DDIMScheduler, cond: TextCondition,
+                 motion_mask: torch.Tensor | None, *, guidance: float, steps: int, eta: float = 0.0,
+                 generator: torch.Generator | None = None):
+        self.denoiser, self.scheduler, self.cond, self.motion_mask = denoiser, scheduler, cond, motion_mask
+        self.guidance = check_guidance(guidance)
+        if not 0.0 <= float(eta) <= 1.0:
+            raise UserError(f"eta must be in [0, 1], got {eta}")
+        self.eta, self.generator = float(eta), generator
+        self.device = cond.tokens.device
+        scheduler.set_timesteps(check_steps(steps), self.device)
+        self.timesteps: list[int] = scheduler.timesteps.tolist()
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def step(self, x_t: torch.Tensor, i: int, *, denoiser: Callable[..., torch.Tensor] | None = None) -> SampleStep:
+        """Step i of the schedule from x_t: guided denoiser call + DDIM step, under the ambient grad mode."""
+        t = self.timesteps[i]
+        tt = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+        model_output = guided_output(denoiser or self.denoiser, x_t, tt, self.cond, self.motion_mask, self.guidance)
+        out = self.scheduler.step(model_output, t, x_t, eta=self.eta, generator=self.generator,
+                                  mask=self.motion_mask)
+        return SampleStep(i=i, t=t, x_t=x_t, model_output=model_output, out=out)
+
+    def iterate(self, x_T: torch.Tensor, *, start: int = 0, stop: int | None = None,
+                denoiser: Callable[..., torch.Tensor] | None = None) -> Iterator[SampleStep]:
+        """Steps start..stop-1 without gradients, each from the previous step's prev_sample."""
+        x = x_T
+        for i in range(start, len(self) if stop is None else stop):
+            with torch.no_grad():
+                s = self.step(x, i, denoiser=denoiser)
+            yield s
+            x = s.out.prev_sample
+
+    def finish(self, x0: torch.Tensor) -> torch.Tensor:
+        """The final sample with padded frames (motion_mask False) zeroed."""
+        if self.motion_mask is None:
+            return x0
+        return x0 * self.motion_mask[..., None].to(x0.dtype)
+
+    def sample(self, x_T: torch.Tensor) -> torch.Tensor:
+        """The whole chain without gradients: x0 (B, T, D)."""
+        x = x_T
+        for s in self.iterate(x_T):
+            x = s.out.prev_sample
+        return self.finish(x)

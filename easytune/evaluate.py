@@ -272,7 +272,7 @@ def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, d
 
 def protocol_for(name: str, steps: int = 0, replications: int = 0) -> Protocol:
     """A named protocol, with its sampling steps and/or replications overridden when non-zero."""
-    from easytune.generate import check_steps
+    from easytune.diffusion import check_steps
 
     if name not in PROTOCOLS:
         raise UserError(f"unknown protocol {name!r}; known: {sorted(PROTOCOLS)}")
@@ -332,9 +332,9 @@ class EvaluateConfig:
 def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | None = None) -> dict[str, Any]:
     from easytune.evaluator import Embedder, load_evaluator
     from easytune.fileio import write_json, write_text
-    from easytune.reward import resolve_device
+    from easytune.device import pick_device
 
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     protocol = protocol_for(cfg.protocol, cfg.steps, cfg.replications)
     model, ckpt = load_evaluator(cfg.evaluator, device)
     mean = ckpt.state.get("mean")

@@ -22,6 +22,7 @@ import torch
 
 from easytune import checkpoints as ck
 from easytune.config import command_for
+from easytune.device import pick_device
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,12 @@ def load_evaluator(name_or_path: str, device: str | torch.device | None = None):
     """(EvaluatorModel in eval mode, Checkpoint) from an evaluator checkpoint name or folder."""
     from easytune.checkpoints import load_checkpoint, load_weights
     from easytune.config import config_from_dict
-    from easytune.reward import default_device
     from models.evaluator import EvaluatorConfig, EvaluatorModel
 
     ckpt = load_checkpoint(name_or_path, kind=KIND)
     model = EvaluatorModel(config_from_dict(EvaluatorConfig, ckpt.config["model"]))
     load_weights(model, ckpt.state, source=f"evaluator checkpoint {ckpt.path}", prefix="model.")
-    return model.to(device or default_device()).eval().requires_grad_(False), ckpt
+    return model.to(pick_device(device)).eval().requires_grad_(False), ckpt
 
 
 class Embedder:
@@ -162,7 +162,7 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
     from models.evaluator import EvaluatorModel
 
     torch.manual_seed(cfg.seed)
-    device = R.resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "train_config.json")

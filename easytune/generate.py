@@ -22,8 +22,8 @@ import torch
 
 from easytune.checkpoints import Checkpoint, check_dataset, load_checkpoint, load_weights
 from easytune.config import apply_overrides
-from easytune.diffusion import (DDIMScheduler, DiffusionConfig, TextCondition, check_guidance, initial_noise,
-                                sample_loop)
+from easytune.diffusion import (DDIMScheduler, DiffusionConfig, Sampler, TextCondition, check_guidance,
+                                check_steps, initial_noise)
 from easytune.errors import UserError
 from easytune.motion.features import FEATURE_DIM, denormalize, recover_from_ric
 from easytune.motion.skeleton import FPS
@@ -31,7 +31,6 @@ from models.denoiser import DenoiserConfig, MotionDenoiser
 
 MIN_SECONDS, MAX_SECONDS = 1.0, 9.8  # 20..196 frames, HumanML3D's range
 MAX_PROMPT_CHARS = 300
-MAX_STEPS = 1000
 MAX_NUM = 32
 
 
@@ -61,6 +60,9 @@ class Generation:
     features: np.ndarray
     joints: np.ndarray
     lengths: np.ndarray
+    normalized: np.ndarray | None = None  # (N, T, 263) the sampler's output, as rewards read it
+    step_x0: np.ndarray | None = None  # (steps, N, T, 263) each step's guided x0 prediction (keep_steps)
+    timesteps: list[int] | None = None  # the schedule's training timesteps, noisiest first
     fps: int = FPS
 
 
@@ -124,42 +126,99 @@ def seconds_to_frames(seconds: float | Sequence[float], n: int) -> list[int]:
     return frames
 
 
-def check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or not 1 <= int(steps) <= MAX_STEPS:
-        raise UserError(f"steps must be an integer from 1 to {MAX_STEPS}, got {steps}")
-    return int(steps)
+@dataclass
+class Prepared:
+    """A batch ready to denoise: the condition, frame mask, starting noise and the resolved schedule.
+    cond: text tokens (B, L, C) + mask; mask: (B, T) bool, True = valid frame; x_T: (B, T, 263) noise;
+    lengths: (B,) frames. Sample i starts from noise seeded with seed + i."""
+
+    prompts: list[str]
+    cond: TextCondition
+    mask: torch.Tensor
+    x_T: torch.Tensor
+    lengths: list[int]
+    steps: int
+    guidance: float
+    eta: float
+    seed: int
+
+    def sampler(self, denoiser: Any, diffusion: DiffusionConfig) -> Sampler:
+        """A Sampler for this batch over `denoiser` (a fresh scheduler each time: set_timesteps mutates it)."""
+        return Sampler(denoiser, DDIMScheduler(diffusion), self.cond, self.mask, guidance=self.guidance,
+                       steps=self.steps, eta=self.eta, generator=torch.Generator().manual_seed(self.seed))
+
+
+def prepare(bundle: BaseBundle, prompts: str | Sequence[str], seconds: float | Sequence[float] = 4.0,
+            seed: int = 0, steps: int | None = None, guidance: float | None = None, *, eta: float | None = None,
+            frames: Sequence[int] | None = None) -> Prepared:
+    """Check the request and build condition, mask and starting noise; steps/guidance/eta default to the
+    checkpoint's schedule. `frames` (one per prompt) overrides `seconds`."""
+    prompts = check_prompts(prompts)
+    if frames is None:
+        frames = seconds_to_frames(seconds, len(prompts))
+    else:
+        frames = [int(n) for n in frames]
+        lo, hi = round(MIN_SECONDS * FPS), round(MAX_SECONDS * FPS)
+        if len(frames) != len(prompts) or not all(lo <= n <= hi for n in frames):
+            raise UserError(f"give one length per prompt, each {lo} to {hi} frames")
+    steps = check_steps(bundle.steps if steps is None else steps)
+    guidance = check_guidance(bundle.guidance if guidance is None else guidance)
+    eta = bundle.eta if eta is None else float(eta)
+    if not 0.0 <= eta <= 1.0:
+        raise UserError(f"eta must be in [0, 1], got {eta}")
+    seed = check_seed(seed)
+    device, T = bundle.device, max(frames)
+    with torch.no_grad():
+        tokens, tmask = bundle.text_encoder.encode_tokens(prompts)
+    cond = TextCondition(tokens.to(device), tmask.to(device))
+    lengths = torch.tensor(frames, device=device)
+    mask = torch.arange(T, device=device)[None] < lengths[:, None]
+    x_T = torch.cat([initial_noise((1, T, FEATURE_DIM), torch.Generator().manual_seed(seed + i), device)
+                     for i in range(len(prompts))])
+    return Prepared(prompts=prompts, cond=cond, mask=mask, x_T=x_T, lengths=list(frames), steps=steps,
+                    guidance=guidance, eta=eta, seed=seed)
+
+
+MAX_SEED = 2**62  # seed + i must stay a valid 64-bit generator seed
+
+
+def check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= MAX_SEED:
+        raise UserError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    return int(seed)
+
+
+def to_motion(bundle: BaseBundle, x0: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized (N, T, 263) -> (features denormalized, joints (N, T, 22, 3)), padding zeroed."""
+    with torch.no_grad():
+        feats = denormalize(x0.float(), bundle.mean.float(), bundle.std.float())
+        joints = recover_from_ric(feats) * mask[..., None, None]
+        feats = feats * mask[..., None]
+    return feats.cpu().numpy(), joints.cpu().numpy()
 
 
 def generate(bundle: BaseBundle, prompts: str | Sequence[str], seconds: float | Sequence[float] = 4.0,
              seed: int = 0, steps: int | None = None, guidance: float | None = None, *,
-             eta: float | None = None) -> Generation:
+             eta: float | None = None, denoiser: Any = None, keep_steps: bool = False) -> Generation:
     """Sample one motion per prompt; steps/guidance/eta default to the checkpoint's schedule.
 
     Sample i starts from noise seeded with seed + i, so a prompt's motion does not depend on what
-    else is in the batch (with eta = 0).
+    else is in the batch (with eta = 0). `denoiser` replaces the bundle's (a fine-tune on the same base:
+    same noise, same schedule). `keep_steps` keeps every step's guided x0 prediction (normalized) in
+    `Generation.step_x0` with its timesteps: the step-aware view of a trajectory.
     """
-    prompts = check_prompts(prompts)
-    frames = seconds_to_frames(seconds, len(prompts))
-    steps = check_steps(bundle.steps if steps is None else steps)
-    guidance = check_guidance(bundle.guidance if guidance is None else guidance)
-    eta = bundle.eta if eta is None else float(eta)
-    device, N, T = bundle.device, len(prompts), max(frames)
-    with torch.inference_mode():
-        tokens, tmask = bundle.text_encoder.encode_tokens(prompts)
-        cond = TextCondition(tokens.to(device), tmask.to(device))
-        lengths = torch.tensor(frames, device=device)
-        mask = torch.arange(T, device=device)[None] < lengths[:, None]
-        x_T = torch.cat([initial_noise((1, T, FEATURE_DIM), torch.Generator().manual_seed(seed + i), device)
-                         for i in range(N)])
-        scheduler = DDIMScheduler(bundle.diffusion)  # per call: set_timesteps mutates it
-        x0 = sample_loop(bundle.denoiser, scheduler, cond, (N, T, FEATURE_DIM), guidance, steps=steps, eta=eta,
-                         motion_mask=mask, x_T=x_T, generator=torch.Generator().manual_seed(seed))
-        feats = denormalize(x0.float(), bundle.mean.float(), bundle.std.float())
-        joints = recover_from_ric(feats)
-        feats = feats * mask[..., None]
-        joints = joints * mask[..., None, None]
-    return Generation(prompts=prompts, features=feats.cpu().numpy(), joints=joints.cpu().numpy(),
-                      lengths=np.asarray(frames))
+    prep = prepare(bundle, prompts, seconds, seed, steps, guidance, eta=eta)
+    sampler = prep.sampler(denoiser if denoiser is not None else bundle.denoiser, bundle.diffusion)
+    x, step_x0 = prep.x_T, []
+    for s in sampler.iterate(prep.x_T):
+        x = s.out.prev_sample
+        if keep_steps:
+            step_x0.append(sampler.finish(s.out.pred_x0).cpu().numpy())
+    x0 = sampler.finish(x)
+    feats, joints = to_motion(bundle, x0, prep.mask)
+    return Generation(prompts=prep.prompts, features=feats, joints=joints, lengths=np.asarray(prep.lengths),
+                      normalized=x0.cpu().numpy(), step_x0=np.stack(step_x0) if keep_steps else None,
+                      timesteps=list(sampler.timesteps))
 
 
 # --- `python -m easytune sample` -------------------------------------------------------------------------
@@ -185,7 +244,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from easytune.fileio import save_npy, write_json
-    from easytune.train_base import pick_device
+    from easytune.device import pick_device
 
     if not 1 <= args.num <= MAX_NUM:
         raise UserError(f"--num must be from 1 to {MAX_NUM}, got {args.num}")

@@ -219,9 +219,9 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
     from easytune.evaluator import Embedder, load_evaluator
     from easytune.fileio import write_json, write_text
     from easytune.motion.dataset import load_dataset_info
-    from easytune.reward import resolve_device
+    from easytune.device import pick_device
 
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     model, ckpt = load_evaluator(cfg.evaluator, device)
     mean, std = ckpt.state.get("mean"), ckpt.state.get("std")
     test = load_test_set(cfg.data, cfg.split, None if mean is None else mean.numpy(),

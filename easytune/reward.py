@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from easytune import checkpoints as ck
 from easytune.config import command_for
+from easytune.device import pick_device
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -182,11 +183,7 @@ def load_reward_model(name_or_path: str, device: str | torch.device | None = Non
     ckpt = load_checkpoint(name_or_path, kind=KIND)
     model = RewardModel(config_from_dict(RewardModelConfig, ckpt.config["model"]))
     load_weights(model, ckpt.state, source=f"reward checkpoint {ckpt.path}", prefix="model.")
-    return model.to(device or default_device()).eval(), ckpt
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(pick_device(device)).eval(), ckpt
 
 
 # === training losses =================================================================================
@@ -275,14 +272,6 @@ class RewardTrainConfig:
             raise UserError(f"noise_prob must be in [0, 1], got {self.noise_prob}")
         if self.temperature <= 0:
             raise UserError(f"temperature must be > 0, got {self.temperature}")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return default_device()
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} was asked for but CUDA is not available; use cpu or auto")
-    return torch.device(name)
 
 
 # === data plumbing ==================================================================================
@@ -539,7 +528,7 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
     from models.reward import RewardModel
 
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "train_config.json")

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from easytune import checkpoints as ck
 from easytune.config import command_for
+from easytune.device import pick_device
 from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -330,7 +331,7 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
     from easytune.fileio import write_json
 
     torch.manual_seed(cfg.seed)
-    device = R.resolve_device(cfg.device)
+    device = pick_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "train_config.json")

@@ -27,6 +27,7 @@ import torch
 from easytune.checkpoints import (check_dataset, load_checkpoint, load_train_state, load_weights, save_checkpoint,
                                   save_train_state)
 from easytune.config import add_config_args, apply_overrides, config_from_args, save_config
+from easytune.device import pick_device
 from easytune.diffusion import DDIMScheduler, DiffusionConfig
 from easytune.errors import UserError
 from models.denoiser import DenoiserConfig, MotionDenoiser
@@ -136,14 +137,6 @@ PRESETS: dict[str, Callable[[], TrainBaseConfig]] = {"cpu": preset_cpu, "tiny": 
 
 
 # --- pieces of the loop ---------------------------------------------------------------------------------
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} was asked for but CUDA is not available; use --device cpu or auto")
-    return torch.device(name)
-
 
 def lr_at(step: int, cfg: TrainBaseConfig) -> float:
     """Linear warm-up to cfg.lr, then a cosine down to cfg.lr * min_lr_ratio at max_steps."""

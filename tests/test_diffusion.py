@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from easytune.diffusion import (DDIMScheduler, DiffusionConfig, TextCondition, guided_output, make_betas,
-                                sample_loop)
+from easytune.diffusion import (DDIMScheduler, DiffusionConfig, TextCondition, guided_output, initial_noise, make_betas,
+                                Sampler)
 from easytune.errors import UserError
 from models.denoiser import DenoiserConfig, MotionDenoiser
 
@@ -112,8 +112,9 @@ def test_sampler_deterministic_for_seed_and_steps_run():
 
     def run(seed, steps, eta=0.0):
         with torch.inference_mode():
-            return sample_loop(model, sched, cond, (2, 9, 263), 2.5, steps=steps, eta=eta,
-                               generator=torch.Generator().manual_seed(seed))
+            g = torch.Generator().manual_seed(seed)
+            sampler = Sampler(model, sched, cond, None, guidance=2.5, steps=steps, eta=eta, generator=g)
+            return sampler.sample(initial_noise((2, 9, 263), g, "cpu"))
 
     a, b, c = run(0, 5, 0.5), run(0, 5, 0.5), run(1, 5, 0.5)
     assert torch.equal(a, b) and not torch.allclose(a, c)
@@ -133,7 +134,7 @@ def test_one_step_epsilon_model_returns_its_x0_estimate():
     model, cond = _tiny_model(), _cond()
     x_T = torch.randn(2, 9, 263, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        got = sample_loop(model, sched, cond, (2, 9, 263), 1.5, steps=1, x_T=x_T)
+        got = Sampler(model, sched, cond, None, guidance=1.5, steps=1).sample(x_T)
         eps = guided_output(model, x_T, torch.full((2,), 999), cond, None, 1.5)
     a = sched.alphas_cumprod[999]
     torch.testing.assert_close(got, (x_T - (1 - a).sqrt() * eps) / a.sqrt(), atol=1e-3, rtol=1e-4)
@@ -154,7 +155,7 @@ def test_guidance_one_is_conditional_and_batching_is_exact():
         assert not torch.allclose(c, u)  # the text really conditions the output
         # sampling with guidance 1 equals a loop over the conditional model alone
         g = torch.Generator().manual_seed(4)
-        got = sample_loop(model, sched, cond, (2, 7, 263), 1.0, steps=3, generator=g)
+        got = Sampler(model, sched, cond, None, guidance=1.0, steps=3).sample(initial_noise((2, 7, 263), g, "cpu"))
         sched.set_timesteps(3)
         y = torch.randn(2, 7, 263, generator=torch.Generator().manual_seed(4))
         for tt in sched.timesteps.tolist():
@@ -162,30 +163,39 @@ def test_guidance_one_is_conditional_and_batching_is_exact():
     torch.testing.assert_close(got, y)
 
 
-def test_grad_steps_backprop_through_one_step_only():
+def test_sampler_step_follows_the_callers_grad_mode_and_input():
     model, sched = _tiny_model(), DDIMScheduler()
     cond = _cond(1)
-    seen = []
-    x0 = sample_loop(model, sched, cond, (1, 6, 263), 2.0, steps=4, grad_steps=[2],
-                     generator=torch.Generator().manual_seed(0),
-                     callback=lambda i, t, out: seen.append((i, t, out.pred_x0.requires_grad)))
-    assert [s[2] for s in seen] == [False, False, True, False]
-    assert x0.requires_grad is False  # the step after the grad step is detached again
-    # the pred_x0 of the grad step carries gradient to the weights
+    sampler = Sampler(model, sched, cond, None, guidance=2.0, steps=4)
+    x_T = torch.randn(1, 6, 263, generator=torch.Generator().manual_seed(0))
+    steps = list(sampler.iterate(x_T))
+    assert [s.i for s in steps] == [0, 1, 2, 3] and [s.t for s in steps] == sched.timesteps.tolist()
+    assert not any(s.out.pred_x0.requires_grad for s in steps)  # iterate: no gradients anywhere
+    assert torch.equal(steps[1].x_t, steps[0].out.prev_sample)
+    # EasyTune's rule: a detached x_t and one grad-enabled call reach the weights, not earlier steps
+    x = steps[1].x_t.clone().requires_grad_(True)
+    with torch.enable_grad():
+        s2 = sampler.step(x.detach(), 2)
     model.zero_grad()
-    outs = []
-    sample_loop(model, sched, cond, (1, 6, 263), 2.0, steps=4, grad_steps=[1],
-                generator=torch.Generator().manual_seed(0), callback=lambda i, t, o: outs.append(o))
-    outs[1].pred_x0.pow(2).mean().backward()
+    s2.out.pred_x0.pow(2).mean().backward()
     assert model.motion_out.weight.grad is not None and model.motion_out.weight.grad.abs().sum() > 0
-    # EasyTune (default): each grad step's graph starts at a detached x; chain_grad keeps the chain (DRaFT-K)
-    for chain, expect in ((False, True), (True, False)):
-        outs = []
-        sample_loop(model, sched, cond, (1, 6, 263), 2.0, steps=4, grad_steps=[2, 3], chain_grad=chain,
-                    generator=torch.Generator().manual_seed(0), callback=lambda i, t, o: outs.append(o))
-        step2 = outs[2].prev_sample
-        grads = torch.autograd.grad(outs[3].pred_x0.sum(), step2, allow_unused=True)
-        assert (grads[0] is None) == expect
+    assert x.grad is None
+    # DRaFT's rule: without the detach, the chain carries gradient back to the earlier sample
+    with torch.enable_grad():
+        a = sampler.step(x, 1)
+        b = sampler.step(a.out.prev_sample, 2)
+        (grad,) = torch.autograd.grad(b.out.pred_x0.sum(), x)
+    assert grad.abs().sum() > 0
+    # a step equals its own maths: the guided output at (x_t, t) fed to the scheduler
+    with torch.no_grad():
+        ref = sched.step(guided_output(model, steps[3].x_t, torch.full((1,), steps[3].t), cond, None, 2.0),
+                         steps[3].t, steps[3].x_t)
+    torch.testing.assert_close(steps[3].out.prev_sample, ref.prev_sample)
+    # the reference-model slot: another network with the same condition and schedule
+    other = _tiny_model()
+    torch.nn.init.normal_(other.motion_out.weight, std=0.1)
+    with torch.no_grad():
+        assert not torch.allclose(sampler.step(x_T, 0, denoiser=other).out.pred_x0, steps[0].out.pred_x0)
 
 
 def test_bad_settings_raise_user_errors():
@@ -195,7 +205,9 @@ def test_bad_settings_raise_user_errors():
     with pytest.raises(UserError, match="steps"):
         sched.set_timesteps(1001)
     with pytest.raises(UserError, match="guidance"):
-        sample_loop(_tiny_model(), sched, _cond(), (2, 4, 263), 25.0, steps=2)
+        Sampler(_tiny_model(), sched, _cond(), None, guidance=25.0, steps=2)
+    with pytest.raises(UserError, match="steps"):
+        Sampler(_tiny_model(), sched, _cond(), None, guidance=2.0, steps=2.5)
     sched.set_timesteps(2)
     with pytest.raises(UserError, match="eta"):
         sched.step(torch.zeros(1, 2, 263), 999, torch.zeros(1, 2, 263), eta=1.5)
