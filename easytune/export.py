@@ -13,7 +13,14 @@ IK turns them into SMPL parameters for a body, and the files below are written f
   translation channel on the root. SMPL's linear blend skinning is exactly glTF skinning with these
   bind matrices, so three.js / Gradio's Model3D play it as the body moves (pose blend shapes, which
   the shipped Anny body does not have, are left out).
-- npz: `SMPLParams.save_npz` (AMASS keys poses, trans, betas, fps). npy: the joints themselves.
+- npz: an SMPL pose file with AMASS keys (poses, trans, betas, fps, mocap_framerate, gender,
+  surface_model_type) that SMPL viewers read as is: `trans` is valid for the SMPL model the file
+  names, i.e. SMPL's pelvis lands where the motion's pelvis is. Fitted on the official SMPL body, that
+  is its own rest pelvis; fitted on the shipped Anny body (whose rest pelvis sits 0.42 m above SMPL's),
+  the file names the SMPL neutral model and `trans` is taken relative to its rest pelvis. Extra keys:
+  `fitted_body` (the body the IK ran on, e.g. "anny_neutral") and `pelvis` (T, 3), the pelvis's world
+  position, from which any body's trans follows (pelvis - that body's rest pelvis).
+  npy: the joints themselves.
 """
 
 from __future__ import annotations
@@ -58,13 +65,36 @@ def export_motion(joints: np.ndarray, out: str | os.PathLike, fmt: str | None = 
         body = body_lib.load_body(lite=(fmt == "glb"))
     params, _ = body_lib.fit_body(joints, body, fps=fps)
     if fmt == "npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        params.save_npz(out)
+        write_smpl_npz(out, params, body)
     elif fmt == "bvh":
         write_bvh(out, params, body)
     else:
         write_glb(out, params, body)
     return out
+
+
+# --- SMPL npz ----------------------------------------------------------------------------------
+
+# The official SMPL neutral model's rest (T-pose) pelvis at betas 0 (J_regressor @ v_template, metres,
+# y-up): where an SMPL viewer puts the pelvis for trans = 0. Published with SMPL; not a licensed asset.
+SMPL_NEUTRAL_REST_PELVIS = np.array([-0.001795, -0.223333, 0.028219])
+
+
+def write_smpl_npz(path: str | os.PathLike, params, body) -> Path:
+    """The SMPL pose file of `params` fitted on `body` (see the module doc for its keys)."""
+    pelvis = params.transl.astype(np.float64) + body.joints_at(params.betas)[0]  # (T, 3) world
+    if body.kind == "smpl":
+        gender, rest_pelvis = body.gender, body.joints_at(params.betas)[0]
+    else:  # the poses are SMPL-tree rotations; the file describes them on SMPL's neutral body
+        gender, rest_pelvis = "neutral", SMPL_NEUTRAL_REST_PELVIS
+    trans = (pelvis - rest_pelvis).astype(np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, poses=params.poses, trans=trans, betas=params.betas, fps=np.float32(params.fps),
+                     mocap_framerate=np.float32(params.fps), gender=np.str_(gender),
+                     surface_model_type=np.str_("smpl"), fitted_body=np.str_(f"{body.kind}_{body.gender}"),
+                     pelvis=pelvis.astype(np.float32))
+    return Path(path)
 
 
 # --- BVH ---------------------------------------------------------------------------------------
@@ -183,10 +213,16 @@ def skin_weights(body, count: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """The body's LBS weights (V, 24) cut to the `count` largest per vertex and renormalised:
     (joints (V, count) uint16, weights (V, count) float32) as glTF's JOINTS_0 / WEIGHTS_0."""
     w = body.layer.lbs_weights.detach().cpu().numpy().astype(np.float64)
-    idx = np.argsort(-w, axis=1)[:, :count]
+    idx = np.argsort(-w, axis=1, kind="stable")[:, :count]
     top = np.take_along_axis(w, idx, axis=1)
     top /= np.maximum(top.sum(axis=1, keepdims=True), 1e-12)
-    return idx.astype(np.uint16), top.astype(np.float32)
+    top = top.astype(np.float32)
+    # glTF: a joint slot whose weight is 0 must name joint 0 (the validator's
+    # ACCESSOR_JOINTS_USED_ZERO_WEIGHT); most vertices have fewer than `count` joints.
+    idx[top == 0] = 0
+    # Weights must sum to 1 within float32 precision: put the rounding error on the largest.
+    top[:, 0] += np.float32(1.0) - top.sum(axis=1, dtype=np.float32)
+    return idx.astype(np.uint16), top
 
 
 def rest_vertices(body, betas: np.ndarray) -> np.ndarray:

@@ -171,12 +171,21 @@ def test_glb_is_a_skinned_animated_mesh_that_replays_the_body(tmp_path, motion, 
 
 
 def test_npz_and_npy_round_trip(tmp_path, motion, body, fitted):
-    params, _, verts = fitted
+    params, joints, verts = fitted
     npz = E.export_motion(motion, tmp_path / "m.npz", body=body)
-    with np.load(npz) as data:
+    with np.load(npz, allow_pickle=False) as data:
         assert data["poses"].shape == (FRAMES, 72) and data["trans"].shape == (FRAMES, 3)
         assert data["betas"].shape == (10,) and float(data["fps"]) == 20.0
+        # The file names its body: SMPL's neutral model (the poses were fitted on the Anny body) ...
+        assert (str(data["surface_model_type"]), str(data["gender"])) == ("smpl", "neutral")
+        assert str(data["fitted_body"]) == "anny_neutral"
+        # ... and trans is valid for it: SMPL's rest pelvis + trans is the motion's pelvis, not 0.42 m below.
+        np.testing.assert_allclose(data["trans"] + E.SMPL_NEUTRAL_REST_PELVIS, joints[:, 0], atol=1e-5)
+        np.testing.assert_allclose(data["pelvis"], joints[:, 0], atol=1e-5)
+        anny_trans = data["pelvis"] - body.rest_joints[0]  # what the Anny body needs instead
     back = SMPLParams.load_npz(npz)
+    np.testing.assert_allclose(back.poses, params.poses, atol=1e-6)
+    back.transl = anny_trans
     np.testing.assert_allclose(body.forward(back)[0], verts, atol=1e-5)
     npy = E.export_motion(motion, tmp_path / "m.npy")
     np.testing.assert_array_equal(np.load(npy), motion.astype(np.float32))
@@ -198,3 +207,57 @@ def test_export_command(tmp_path, motion):
     assert main(["export", "--joints", src, "--format", "bvh", "--out", str(tmp_path / "m.txt")]) == 0
     assert (tmp_path / "m.txt").read_text().startswith("HIERARCHY\nROOT pelvis")
     assert main(["export", "--joints", str(tmp_path / "m.npy"), "--out", str(tmp_path / "m.fbx")]) == 2
+
+
+# --- the Khronos glTF validator (npm package gltf-validator, run by node) ------------------------
+
+GLTF_VALIDATOR_VERSION = "2.0.0-dev.3.10"
+VALIDATE_JS = """
+const fs = require("fs");
+const validator = require(process.argv[1]);
+validator.validateBytes(new Uint8Array(fs.readFileSync(process.argv[2])), {maxIssues: 0}).then(
+  (report) => console.log(JSON.stringify(report)), (err) => { console.error(String(err)); process.exit(2); });
+"""
+
+
+def gltf_validator() -> tuple[str, str]:
+    """(node, the gltf-validator package folder): $EASYTUNE_GLTF_VALIDATOR or .cache/node/node_modules/
+    gltf-validator (`.ci/run` installs it there). Locally the test skips without them; in CI it fails."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    folder = Path(os.environ.get("EASYTUNE_GLTF_VALIDATOR")
+                  or Path(__file__).resolve().parent.parent / ".cache" / "node" / "node_modules" / "gltf-validator")
+    node = shutil.which("node")
+    if node is None or not (folder / "package.json").is_file():
+        why = (f"the glTF validator needs node and npm's gltf-validator@{GLTF_VALIDATOR_VERSION} at {folder} "
+               f"(npm install --prefix .cache/node gltf-validator@{GLTF_VALIDATOR_VERSION})")
+        if os.environ.get("CI") or os.environ.get("EASYTUNE_REQUIRE_DATA") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    return node, str(folder)
+
+
+def test_glb_passes_the_khronos_validator_with_no_errors_or_warnings(tmp_path, motion, body):
+    import subprocess
+
+    node, package = gltf_validator()
+    path = E.export_motion(motion, tmp_path / "m.glb", body=body)
+    run = subprocess.run([node, "-e", VALIDATE_JS, package, str(path)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    issues = report["issues"]
+    codes = sorted({m["code"] for m in issues["messages"]})
+    assert (issues["numErrors"], issues["numWarnings"]) == (0, 0), codes
+    assert issues["numInfos"] == 0 and issues["numHints"] == 0, codes
+    info = report["info"]
+    assert info["animationCount"] == 1 and info["hasSkins"] is True and info["maxInfluences"] == 4
+
+
+def test_skin_weights_name_joint_zero_where_the_weight_is_zero(body):
+    joints, weights = E.skin_weights(body)
+    assert joints.dtype == np.uint16 and weights.dtype == np.float32
+    assert (weights == 0).any()  # most vertices have fewer than 4 joints
+    assert np.all(joints[weights == 0] == 0)
+    assert np.abs(weights.sum(axis=1) - 1).max() < 2e-7
