@@ -25,6 +25,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("data", "easytune.motion.build", "Build a motion dataset from BVH (data build bandai|folder) or print its stats (data stats DIR)."),
     ("evaluate", "easytune.evaluate", "Judge a checkpoint with the evaluator: R-Precision, FID, MM-Dist, Diversity, MultiModality."),
     ("export", "easytune.export", "Export a joint-position motion as BVH, animated GLB, SMPL npz or joints npy."),
+    ("finetune", "easytune.finetune.harness", "Reward fine-tuning of a base checkpoint: EasyTune (full weights or LoRA), resumable."),
     ("recognize", "easytune.recognize", "Action and side recognition of generated motions, seen vs unseen combos (evaluator)."),
     ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),
     ("sample", "easytune.generate", "Generate motions from text prompts with a base checkpoint (npy + MP4 preview)."),

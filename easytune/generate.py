@@ -66,14 +66,24 @@ class Generation:
     fps: int = FPS
 
 
+GENERATOR_KINDS = ("base", "finetune", "lora")
+
+
 def load_base(checkpoint: str | Path, device: str | torch.device = "cpu", *, text_encoder: Any = None,
               dataset_stamp: str | None = None) -> BaseBundle:
-    """Load a base checkpoint (path or registry name; a run dir means its last/ checkpoint)."""
+    """Load a generator checkpoint (path or registry name; a run dir means its last/ checkpoint):
+    a base model, a full fine-tune (same layout, kind "finetune") or a LoRA adapter (kind "lora",
+    loaded on its recorded parent by registry name and merged into plain weights)."""
     path = Path(checkpoint)
     if (path / "last" / "config.json").is_file() and not (path / "config.json").is_file():
         path = path / "last"
-    ckpt: Checkpoint = load_checkpoint(path, kind="base")
+    ckpt: Checkpoint = load_checkpoint(path)
+    if ckpt.kind not in GENERATOR_KINDS:
+        raise UserError(f"checkpoint {ckpt.path} holds a {ckpt.kind!r} model; motions come from a base, "
+                        f"finetune or lora checkpoint")
     check_dataset(ckpt, dataset_stamp)
+    if ckpt.kind == "lora":
+        return _load_lora(ckpt, device, text_encoder, dataset_stamp)
     try:
         model_cfg = apply_overrides(DenoiserConfig(), ckpt.config["model"])
         diff_cfg = apply_overrides(DiffusionConfig(), ckpt.config["diffusion"])
@@ -95,6 +105,46 @@ def load_base(checkpoint: str | Path, device: str | torch.device = "cpu", *, tex
                       mean=ckpt.state["mean"].to(device), std=ckpt.state["std"].to(device),
                       steps=int(sampling["steps"]), guidance=float(sampling["guidance"]),
                       eta=float(sampling.get("eta", 0.0)), device=device, path=ckpt.path, dataset=ckpt.dataset)
+
+
+def _load_lora(ckpt: Checkpoint, device: str | torch.device, text_encoder: Any,
+               dataset_stamp: str | None) -> BaseBundle:
+    """A LoRA checkpoint: its parent (by registry name or path, hash-checked), plus the merged adapter."""
+    import dataclasses
+
+    from easytune.checkpoints import checkpoint_hash
+    from easytune.finetune.lora import LoraSettings, add_lora, load_lora_state, merged
+
+    parent = ckpt.meta.get("parent")
+    if not parent:
+        raise UserError(f"LoRA checkpoint {ckpt.path} does not name its parent base checkpoint")
+    want = ckpt.meta.get("parent_hash")
+    have = checkpoint_hash(parent)
+    if want and have != want:
+        raise UserError(f"LoRA checkpoint {ckpt.path} was trained on {parent!r} with weights {want}, but "
+                        f"{parent!r} now has weights {have}; the adapter would not mean the same thing")
+    base = load_base(parent, device, text_encoder=text_encoder, dataset_stamp=dataset_stamp)
+    settings = LoraSettings(**{**ckpt.config["lora"], "targets": tuple(ckpt.config["lora"]["targets"])})
+    model = add_lora(_trainable_copy(base.denoiser), settings)
+    state = {k[len("denoiser."):]: v for k, v in ckpt.state.items() if k.startswith("denoiser.")}
+    load_lora_state(model, state, source=f"LoRA checkpoint {ckpt.path}")
+    denoiser = merged(model).to(base.device).eval().requires_grad_(False)
+    sampling = ckpt.config.get("sampling") or {}
+    return dataclasses.replace(base, denoiser=denoiser, path=ckpt.path,
+                               steps=int(sampling.get("steps", base.steps)),
+                               guidance=float(sampling.get("guidance", base.guidance)),
+                               eta=float(sampling.get("eta", base.eta)))
+
+
+def _trainable_copy(denoiser: MotionDenoiser) -> MotionDenoiser:
+    """A copy of a denoiser with dropout 0 (fine-tuning and adapters run in train mode, see
+    easytune.finetune.lora), same weights."""
+    import dataclasses
+
+    cfg = dataclasses.replace(denoiser.cfg, dropout=0.0)
+    copy = MotionDenoiser(cfg).to(next(denoiser.parameters()).device)
+    copy.load_state_dict(denoiser.state_dict())
+    return copy.train()
 
 
 def check_prompts(prompts: str | Sequence[str]) -> list[str]:

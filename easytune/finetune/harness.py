@@ -1,0 +1,521 @@
+"""`python -m easytune finetune`: the shared harness every reward fine-tuning method runs in.
+
+    python -m easytune finetune --method easytune --base base --reward reward --out runs/easytune \
+        [--lora-rank 8] [--k 0] [--variant step|chain] [--base-penalty 2] [--skate-weight 1]
+
+The harness builds what every method shares (the frozen base, the trainable copy (full weights or a
+LoRA adapter), the reward and its guards, the training prompts, AdamW with warm-up + cosine) and runs
+the method's `trajectory(run, index)` through the one training loop (easytune.training.run_loop): one
+loop step = one trajectory. Everything a trajectory draws (prompts, lengths, noise, optimized steps)
+depends on (seed, index) only, so a resumed run repeats an unbroken one. It validates the held-out
+reward every `val_every` trajectories, keeps snapshots for selection, writes a JSON log, the resolved
+config and a model card. `finetune(cfg, on_step=, should_stop=)` is the library entry point a worker
+process uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+
+from easytune.errors import UserError
+from easytune.training import LRSchedule, run_loop, step_rng
+
+log = logging.getLogger(__name__)
+
+METHODS = ("easytune",)
+LAST = "last"
+SNAPSHOTS = "snapshots"
+LOG = "log.jsonl"
+RUN_CONFIG = "run_config.json"
+
+
+@dataclass
+class FinetuneConfig:
+    """A reward fine-tuning run; saved as out/run_config.json and in every checkpoint it writes."""
+
+    # --- what is tuned, with what ---
+    method: Literal["easytune"] = field(default="easytune", metadata={"help": "fine-tuning method"})
+    base: str = field(default="base", metadata={"help": "base checkpoint (registry name or folder)"})
+    reward: str = field(default="reward", metadata={"help": "reward-model checkpoint (same dataset as the base)"})
+    out: str = field(default="runs/easytune", metadata={"help": "run folder (resumes from out/last when run again)"})
+    # --- prompts ---
+    data: str = field(default="datasets/bandai", metadata={"help": "dataset folder: training prompts from its train split, held-out ones from val"})
+    prompts: str = field(default="", metadata={"help": "optional text file of training prompts, one per line (empty lines skipped); replaces the train split's captions"})
+    seconds: float = field(default=6.0, metadata={"help": "motion length for --prompts (dataset prompts use their motion's length)"})
+    val_prompts: int = field(default=64, metadata={"help": "held-out (val split) prompts for the validation reward"})
+    val_file: str = field(default="", metadata={"help": "optional text file of held-out prompts (at --seconds), replacing the val split's"})
+    # --- trajectories ---
+    trajectories: int = field(default=300, metadata={"help": "trajectories in all (one loop step each)"})
+    batch_size: int = field(default=8, metadata={"help": "prompts per trajectory"})
+    steps: int = field(default=0, metadata={"help": "DDIM sampling steps (0 = the base checkpoint's default; the paper uses 50)"})
+    guidance: float = field(default=-1.0, metadata={"help": "classifier-free guidance (-1 = the base checkpoint's)"})
+    k: int = field(default=0, metadata={"help": "optimized steps per trajectory (0 = all)"})
+    k_mode: Literal["last", "random"] = field(default="last", metadata={"help": "last: the last k steps; random: k steps drawn anew per trajectory"})
+    variant: Literal["step", "chain"] = field(default="step", metadata={"help": "step: update in place, later steps use new weights; chain: a frozen sampling copy per trajectory"})
+    # --- objective ---
+    reward_weight: float = field(default=1.0, metadata={"help": "lambda: loss = -lambda * mean reward + guards"})
+    reward_timestep: bool = field(default=False, metadata={"help": "give the reward model the step's timestep (it was trained on noisy x_t with a timestep token)"})
+    base_penalty: float = field(default=0.0, metadata={"help": "weight of the mean squared difference between tuned and frozen base guided x0 at the same x_t"})
+    skate_weight: float = field(default=0.0, metadata={"help": "weight of the foot-skating penalty (m/s of sliding in contact)"})
+    jerk_weight: float = field(default=0.0, metadata={"help": "weight of the jerk penalty (m/s^3; the base has ~165)"})
+    floor_weight: float = field(default=0.0, metadata={"help": "weight of the floor-penetration penalty (m)"})
+    # --- optimisation ---
+    lr: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate (the official configuration: 1e-5)"})
+    warmup: int = field(default=10, metadata={"help": "warm-up trajectories, then a cosine to min_lr_ratio"})
+    min_lr_ratio: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of lr"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    optimizer: Literal["adamw", "sgd"] = field(default="adamw", metadata={"help": "adamw (betas 0.9, 0.999), or plain sgd (tests, ablations)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient-norm clip per optimizer step"})
+    lora_rank: int = field(default=0, metadata={"help": "LoRA rank (0 = full fine-tuning)"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (update scale alpha / rank)"})
+    lora_targets: str = field(default="linear1,linear2,motion_in,motion_out", metadata={"help": "comma-separated nn.Linear names for LoRA"})
+    # --- bookkeeping ---
+    val_every: int = field(default=50, metadata={"help": "trajectories between held-out reward checks and snapshots (0 = only at the end)"})
+    save_every: int = field(default=25, metadata={"help": "trajectories between resume points"})
+    seed: int = field(default=0, metadata={"help": "seeds prompts, noise and step choices"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+
+    def validate(self) -> None:
+        checks = [("trajectories", 1, 1_000_000), ("batch_size", 1, 256), ("val_prompts", 0, 4096),
+                  ("k", 0, 1000), ("warmup", 0, 1_000_000), ("lora_rank", 0, 256), ("val_every", 0, 1_000_000),
+                  ("save_every", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("steps", 0, 1000)]
+        for name, lo, hi in checks:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise UserError(f"{name} must be an integer from {lo} to {hi}, got {v!r}")
+        for name, lo, hi in [("lr", 0.0, 1.0), ("reward_weight", 0.0, 1e3), ("base_penalty", 0.0, 1e6),
+                             ("skate_weight", 0.0, 1e6), ("jerk_weight", 0.0, 1e6), ("floor_weight", 0.0, 1e6),
+                             ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("grad_clip", 0.0, 1e6),
+                             ("seconds", 1.0, 9.8)]:
+            v = float(getattr(self, name))
+            if not (lo <= v <= hi) or math.isnan(v):
+                raise UserError(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
+        if self.guidance != -1.0 and not 0.0 <= self.guidance <= 20.0:
+            raise UserError(f"guidance must be in [0, 20] (or -1 for the checkpoint's), got {self.guidance}")
+        if self.method not in METHODS:
+            raise UserError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+
+    def lora(self):
+        from easytune.finetune.lora import LoraSettings
+
+        targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, targets=targets)
+
+
+# --- presets: functions that change only what differs ------------------------------------------------
+
+def preset_default() -> FinetuneConfig:
+    return FinetuneConfig()
+
+
+def preset_tiny() -> FinetuneConfig:
+    """Tests: a few trajectories on tiny models."""
+    return dataclasses.replace(FinetuneConfig(), trajectories=4, batch_size=2, val_prompts=4, val_every=2,
+                               save_every=2, warmup=1, seconds=1.5)
+
+
+PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"default": preset_default, "tiny": preset_tiny}
+
+
+# --- prompts ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PromptSet:
+    """(caption, frames) pairs; `skipped` counts empty lines of a prompts file."""
+
+    captions: tuple[str, ...]
+    frames: tuple[int, ...]
+    skipped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def prompts_from_split(data: str, split: str, limit: int = 0, seed: int = 0) -> PromptSet:
+    """Every caption of a dataset split with its motion's length (clamped to 20..196 frames);
+    `limit` keeps an evenly seeded sample of that many."""
+    from easytune.motion.dataset import MotionDataset
+
+    ds = MotionDataset(data, split, random_crop=False)
+    caps, frames = [], []
+    for i in range(len(ds)):
+        n = max(20, min(196, int(ds[i]["length"])))
+        for c in ds.captions(i):
+            caps.append(c)
+            frames.append(n)
+    if limit and limit < len(caps):
+        pick = sorted(np.random.default_rng(seed).choice(len(caps), limit, replace=False).tolist())
+        caps, frames = [caps[i] for i in pick], [frames[i] for i in pick]
+    return PromptSet(tuple(caps), tuple(frames))
+
+
+def prompts_from_file(path: str, seconds: float) -> PromptSet:
+    from easytune.generate import check_prompts
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"prompts file {p} does not exist; give a text file with one prompt per line")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise UserError(f"prompts file {p} is not UTF-8 text") from None
+    kept = [ln for ln in lines if ln.strip()]
+    if not kept:
+        raise UserError(f"prompts file {p} has no non-empty line")
+    caps = check_prompts(kept)
+    return PromptSet(tuple(caps), tuple([int(round(seconds * 20))] * len(caps)), skipped=len(lines) - len(kept))
+
+
+# --- the run -----------------------------------------------------------------------------------------
+
+class FinetuneRun:
+    """Everything a method's trajectory needs; built once per run by `setup`."""
+
+    def __init__(self, cfg: FinetuneConfig, bundle: Any, model: torch.nn.Module, reward: Any,
+                 prompts: PromptSet, val: PromptSet, device: torch.device):
+        from easytune.finetune.lora import has_lora
+
+        self.cfg, self.bundle, self.model, self.reward = cfg, bundle, model, reward
+        self.prompts, self.val, self.device = prompts, val, device
+        self.is_lora = has_lora(model)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise UserError("nothing to fine-tune: the model has no trainable parameters")
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                               betas=(0.9, 0.999))
+        self.schedule = LRSchedule(cfg.lr, cfg.trajectories, min(cfg.warmup, cfg.trajectories), cfg.min_lr_ratio)
+        self.sampling_copy = None
+        if cfg.variant == "chain":
+            import copy
+
+            self.sampling_copy = copy.deepcopy(model)
+        self.parts = self._parts()
+
+    # -- trajectory inputs: functions of (seed, index) only --
+    def prepare_batch(self, index: int):
+        from easytune.generate import prepare
+
+        rng = step_rng(self.cfg.seed, index, 0)
+        pick = rng.choice(len(self.prompts), self.cfg.batch_size, replace=len(self.prompts) < self.cfg.batch_size)
+        noise_seed = int(rng.integers(0, 2**40))
+        return prepare(self.bundle, [self.prompts.captions[i] for i in pick], seed=noise_seed,
+                       steps=self.cfg.steps or None, guidance=None if self.cfg.guidance < 0 else self.cfg.guidance,
+                       frames=[self.prompts.frames[i] for i in pick])
+
+    def optimized_steps(self, n: int, index: int) -> set[int]:
+        k = self.cfg.k or n
+        if k >= n:
+            return set(range(n))
+        if self.cfg.k_mode == "last":
+            return set(range(n - k, n))
+        return set(step_rng(self.cfg.seed, index, 1).choice(n, k, replace=False).tolist())
+
+    # -- the objective of one optimized step --
+    def _parts(self) -> dict[str, tuple[float, Any]]:
+        from easytune.plausibility import composite
+        from easytune.reward import get_reward
+
+        stats = {"mean": self.bundle.mean, "std": self.bundle.std}
+        parts = {"reward": (self.cfg.reward_weight, self.reward),
+                 "foot_skating": (self.cfg.skate_weight, get_reward("foot_skating", **stats)),
+                 "jerk": (self.cfg.jerk_weight, get_reward("jerk", **stats)),
+                 "floor_penetration": (self.cfg.floor_weight, get_reward("floor_penetration", **stats))}
+        self.combined = composite(parts)
+        return parts
+
+    def objective(self, s: Any, sampler: Any, prep: Any) -> dict[str, torch.Tensor]:
+        """loss and its terms for one gradient-enabled step s (SampleStep)."""
+        t = torch.full((s.x_t.shape[0],), s.t, dtype=torch.long, device=s.x_t.device)
+        scores = self.combined(s.out.pred_x0, prep.prompts, t, mask=prep.mask,
+                               timesteps_for=("reward",) if self.cfg.reward_timestep else ())
+        loss = -scores["total"].mean()
+        terms = {"reward": scores["reward"].mean().detach()}
+        for name in ("foot_skating", "jerk", "floor_penetration"):
+            if name in scores:
+                terms[name] = -scores[name].mean().detach()
+        if self.cfg.base_penalty:
+            with torch.no_grad():
+                ref = sampler.step(s.x_t, s.i, denoiser=self.bundle.denoiser).out.pred_x0
+            m = prep.mask[..., None].to(ref.dtype)
+            penalty = ((s.out.pred_x0 - ref) ** 2 * m).sum() / (m.sum() * ref.shape[-1])
+            loss = loss + self.cfg.base_penalty * penalty
+            terms["base_penalty"] = penalty.detach()
+        terms["loss"] = loss
+        return terms
+
+    def clip_and_step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else \
+            torch.sqrt(sum((p.grad ** 2).sum() for p in self.params if p.grad is not None))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def move_grads_to_model(self) -> None:
+        """chain variant: the sampling copy computed the gradient; the trained model takes it."""
+        copy_params = [p for p in self.sampling_copy.parameters() if p.requires_grad]
+        for p, q in zip(self.params, copy_params):
+            p.grad = None if q.grad is None else q.grad.detach().clone()
+            q.grad = None
+
+    def sync_sampling_copy(self) -> None:
+        self.sampling_copy.load_state_dict(self.model.state_dict())
+
+    @torch.no_grad()
+    def final_reward(self, x0: torch.Tensor, prep: Any) -> float:
+        return float(self.reward(x0, prep.prompts, None, mask=prep.mask).mean())
+
+    # -- held-out reward --
+    @torch.no_grad()
+    def validation_reward(self, batch: int = 32) -> tuple[float, float]:
+        """Mean reward-model reward (and 95% CI half-width) of the current model's final samples on the
+        fixed held-out prompts (fixed noise): the same prompts and noise at every check."""
+        from easytune.generate import prepare
+        from easytune.metrics import mean_ci
+
+        if not len(self.val):
+            return float("nan"), float("nan")
+        model = self.inference_model()
+        scores = []
+        for a in range(0, len(self.val), batch):
+            caps = list(self.val.captions[a:a + batch])
+            prep = prepare(self.bundle, caps, seed=1_000_003 + a, steps=self.cfg.steps or None,
+                           guidance=None if self.cfg.guidance < 0 else self.cfg.guidance,
+                           frames=list(self.val.frames[a:a + batch]))
+            x0 = prep.sampler(model, self.bundle.diffusion).sample(prep.x_T)
+            scores += self.reward(x0, prep.prompts, None, mask=prep.mask).cpu().tolist()
+        return mean_ci(scores)
+
+    def inference_model(self) -> torch.nn.Module:
+        """What sampling should use: the merged adapter for LoRA (see easytune.finetune.lora)."""
+        from easytune.finetune.lora import merged
+
+        return merged(self.model).eval() if self.is_lora else self.model
+
+    # -- checkpoints --
+    def checkpoint_state(self) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+        """(kind, tensors, config) of the current weights as a registry checkpoint."""
+        from easytune.checkpoints import load_checkpoint
+        from easytune.finetune.lora import lora_state
+
+        base_cfg = load_checkpoint(self.bundle.path).config
+        sampling = {"steps": self.cfg.steps or self.bundle.steps,
+                    "guidance": self.bundle.guidance if self.cfg.guidance < 0 else self.cfg.guidance,
+                    "eta": self.bundle.eta}
+        if self.is_lora:
+            state = {f"denoiser.{k}": v for k, v in lora_state(self.model).items()}
+            lora = asdict(self.cfg.lora())
+            lora["targets"] = list(lora["targets"])
+            return "lora", state, {"lora": lora, "sampling": sampling, "finetune": asdict(self.cfg)}
+        # full weights, saved with the base's (eval) config so load_base rebuilds them as a base
+        state = {f"denoiser.{k}": v for k, v in self.model.state_dict().items()}
+        state |= {"mean": self.bundle.mean.cpu(), "std": self.bundle.std.cpu()}
+        return "finetune", state, {"model": base_cfg["model"], "diffusion": base_cfg["diffusion"],
+                                   "sampling": sampling, "finetune": asdict(self.cfg)}
+
+
+def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
+    """Load base and reward (refusing a pair that does not fit), build the trainable copy and prompts."""
+    from easytune.device import pick_device
+    from easytune.finetune.lora import add_lora
+    from easytune.generate import _trainable_copy, load_base
+    from easytune.reward import RewardScorer, load_reward_model
+
+    cfg.validate()
+    device = pick_device(cfg.device)
+    if text_encoder is None:
+        from easytune.text import load_text_encoder
+
+        text_encoder = load_text_encoder(device)
+    bundle = load_base(cfg.base, device, text_encoder=text_encoder)
+    reward_model, reward_ckpt = load_reward_model(cfg.reward, device)
+    check_reward_fits(bundle, reward_ckpt, reward_model)
+    reward = RewardScorer(reward_model, text_encoder)
+    model = _trainable_copy(bundle.denoiser)
+    model.requires_grad_(True)
+    if cfg.lora_rank:
+        model = add_lora(model, cfg.lora())
+    if cfg.prompts:
+        prompts = prompts_from_file(cfg.prompts, cfg.seconds)
+        if prompts.skipped:
+            log.info("prompts file %s: skipped %d empty line(s), kept %d prompts", cfg.prompts, prompts.skipped,
+                     len(prompts))
+    else:
+        prompts = prompts_from_split(cfg.data, "train")
+    if cfg.val_file:
+        val = prompts_from_file(cfg.val_file, cfg.seconds)
+        val = PromptSet(val.captions[:cfg.val_prompts], val.frames[:cfg.val_prompts])
+    elif cfg.val_prompts:
+        val = prompts_from_split(cfg.data, "val", cfg.val_prompts, seed=cfg.seed)
+    else:
+        val = PromptSet((), ())
+    return FinetuneRun(cfg, bundle, model, reward, prompts, val, device)
+
+
+def check_reward_fits(bundle: Any, reward_ckpt: Any, reward_model: torch.nn.Module) -> None:
+    """The reward model must read the base's features: same width, dataset stamp and normalization."""
+    width = reward_model.cfg.feature_dim
+    if width != bundle.mean.shape[0]:
+        raise UserError(f"reward model {reward_ckpt.path} reads {width}-d features but base {bundle.path} makes "
+                        f"{bundle.mean.shape[0]}-d ones")
+    a, b = bundle.dataset.get("stamp"), reward_ckpt.dataset.get("stamp")
+    if a and b and a != b:
+        raise UserError(f"reward model {reward_ckpt.path} was trained on dataset {b} but base {bundle.path} on {a}; "
+                        f"their normalizations differ. Use a reward model trained on the base's dataset.")
+    if "mean" in reward_ckpt.state:
+        same = torch.allclose(reward_ckpt.state["mean"].float().cpu(), bundle.mean.float().cpu(), atol=1e-5) and \
+            torch.allclose(reward_ckpt.state["std"].float().cpu(), bundle.std.float().cpu(), atol=1e-5)
+        if not same:
+            raise UserError(f"reward model {reward_ckpt.path} and base {bundle.path} use different feature "
+                            f"normalizations (Mean/Std); the reward would read the base's motions wrongly")
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None] | None = None,
+             should_stop: Callable[[], bool] | None = None, text_encoder: Any = None, progress: bool = True,
+             command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) a fine-tune into cfg.out; returns a summary. A worker process follows it with
+    on_step(metrics) and cancels it with should_stop() (the run then saves and returns stopped=True)."""
+    from easytune.checkpoints import load_train_state, save_checkpoint, save_train_state
+    from easytune.config import save_config
+    from easytune.fileio import write_json
+
+    run = setup(cfg, text_encoder)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / RUN_CONFIG)
+    start, history = 0, {"validation": [], "snapshots": []}
+    state = load_train_state(out / LAST, run.optimizer) if (out / LAST / "config.json").is_file() else None
+    if state is not None:
+        start, history = _restore(run, out / LAST, state)
+        log.info("resuming %s from trajectory %d", out, start)
+    method = _method(cfg.method)
+    t0 = time.perf_counter()
+    wall_before = float(history.get("wall_s", 0.0))
+    parent_hash = _parent_hash(cfg.base)
+
+    def save_to(folder: Path, step: int) -> None:
+        kind, tensors, config = run.checkpoint_state()
+        meta = {"parent": cfg.base, "parent_hash": parent_hash, "reward": cfg.reward, "steps": step,
+                "seed": cfg.seed, "method": cfg.method, "command": command,
+                "wall_s": round(wall_before + time.perf_counter() - t0, 1)}
+        save_checkpoint(folder, tensors, kind=kind, config=config, dataset=run.bundle.dataset, meta=meta)
+
+    def validate(step: int) -> None:
+        snap = out / SNAPSHOTS / f"step_{step:05d}"
+        save_to(snap, step)
+        history["snapshots"].append(str(snap))
+        if len(run.val):
+            mean, half = run.validation_reward()
+            history["validation"].append({"step": step, "reward": mean, "ci": half})
+            log.info("trajectory %d: held-out reward %.4f ± %.4f", step, mean, half)
+
+    def save(step: int) -> None:
+        history["wall_s"] = round(wall_before + time.perf_counter() - t0, 1)
+        save_to(out / LAST, step)
+        tensors = {}
+        if cfg.variant == "chain":
+            tensors = {}  # the sampling copy equals the model at a trajectory's end
+        save_train_state(out / LAST, run.optimizer, {"step": step, "history": history}, tensors)
+        write_json(out / "history.json", history)
+
+    logf = open(out / LOG, "a", encoding="utf-8")
+
+    def step_fn(index: int) -> dict[str, float]:
+        metrics = method(run, index)
+        metrics["rss_mib"] = _rss_mib()
+        return metrics
+
+    def after(metrics: dict[str, float]) -> None:
+        step = int(metrics["step"])
+        logf.write(json.dumps(metrics) + "\n")
+        logf.flush()
+        if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.trajectories:
+            validate(step)
+        if on_step is not None:
+            on_step(metrics)
+
+    if start == 0 and cfg.val_prompts and not history["validation"]:
+        validate(0)
+    try:
+        result = run_loop(step_fn, optimizer=run.optimizer, schedule=run.schedule, start_step=start,
+                          max_steps=cfg.trajectories, save=save, save_every=cfg.save_every, log_every=10,
+                          on_step=after, should_stop=should_stop, progress=progress, desc=f"finetune {cfg.method}")
+    finally:
+        logf.close()
+    summary = {"out": str(out), "step": result.step, "stopped": result.stopped, "last": result.last,
+               "validation": history["validation"], "seconds": result.seconds, "peak_rss_mib": _rss_mib(),
+               "kind": "lora" if run.is_lora else "finetune"}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _restore(run: FinetuneRun, last: Path, state: tuple[dict[str, Any], dict[str, torch.Tensor]]):
+    from easytune.checkpoints import load_checkpoint, load_weights
+    from easytune.finetune.lora import load_lora_state
+
+    extra, _ = state
+    ckpt = load_checkpoint(last)
+    weights = {k[len("denoiser."):]: v for k, v in ckpt.state.items() if k.startswith("denoiser.")}
+    if run.is_lora:
+        load_lora_state(run.model, weights, source=f"resume point {last}")
+    else:
+        load_weights(run.model, ckpt.state, source=f"resume point {last}", prefix="denoiser.")
+    if run.sampling_copy is not None:
+        run.sync_sampling_copy()
+    return int(extra["step"]), extra.get("history") or {"validation": [], "snapshots": []}
+
+
+def _parent_hash(base: str) -> str:
+    from easytune.checkpoints import checkpoint_hash
+
+    return checkpoint_hash(base)
+
+
+def _method(name: str) -> Callable[[FinetuneRun, int], dict[str, float]]:
+    if name == "easytune":
+        from easytune.finetune.easytune import trajectory
+
+        return trajectory
+    raise UserError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from easytune.config import add_config_args
+
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="starting config before overrides")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm bar")
+    add_config_args(parser, FinetuneConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    from easytune.config import command_for, config_from_args
+
+    cfg = config_from_args(FinetuneConfig, args, base=PRESETS[args.preset]())
+    summary = finetune(cfg, progress=args.progress, command=command_for("python -m easytune finetune", cfg))
+    val = summary["validation"]
+    first, last = (val[0], val[-1]) if val else (None, None)
+    msg = f"{summary['step']} trajectories{' (stopped early)' if summary['stopped'] else ''}"
+    if first and last:
+        msg += f"; held-out reward {first['reward']:.4f} -> {last['reward']:.4f} (± {last['ci']:.4f})"
+    print(f"{msg}; checkpoint {Path(cfg.out) / LAST} ({summary['kind']}); peak RSS {summary['peak_rss_mib']:.0f} MiB")
+    return 0

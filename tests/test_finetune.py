@@ -1,0 +1,271 @@
+"""EasyTune and its harness on tiny random models (no data): one denoiser call per update, the exact
+update, step vs chain, LoRA, a real gain over the lr=0 control, resume and NaN handling."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from easytune.checkpoints import load_checkpoint, save_checkpoint
+from easytune.errors import UserError
+from easytune.finetune import harness as H
+from easytune.finetune.easytune import trajectory
+from easytune.finetune.lora import merged
+from easytune.generate import load_base
+from easytune.train_base import base_checkpoint_config, preset_tiny
+from easytune.training import NonFiniteError
+from models.denoiser import MotionDenoiser
+from models.reward import RewardModel
+
+BASE_CFG = dataclasses.replace(preset_tiny(), d_model=32, layers=1, heads=2, sample_steps=3, guidance=2.0)
+PROMPTS = ["a person walks forward", "a person waves the right hand", "someone kicks", "a person bows"]
+HELD_OUT = ["a person runs", "a person waves both hands", "a person walks back", "someone punches",
+            "a person dances", "a person raises the left hand", "a person turns left", "a tired walk"]
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    from easytune.text import load_text_encoder
+
+    return load_text_encoder("cpu")
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """A tiny base and a tiny reward model on the same (fake) dataset stamp and normalization."""
+    from easytune import reward as R
+
+    root = tmp_path_factory.mktemp("ft")
+    torch.manual_seed(0)
+    den = MotionDenoiser(BASE_CFG.denoiser_config())
+    torch.nn.init.normal_(den.motion_out.weight, std=0.05)
+    g = torch.Generator().manual_seed(1)
+    mean, std = torch.randn(263, generator=g) * 0.1, torch.rand(263, generator=g) * 0.1 + 0.5
+    state = {f"denoiser.{k}": v for k, v in den.state_dict().items()} | {"mean": mean, "std": std}
+    save_checkpoint(root / "base", state, kind="base", config=base_checkpoint_config(BASE_CFG),
+                    dataset={"stamp": "toy-v1"})
+    rm = RewardModel(R.model_preset("tiny", True))
+    R.save_reward_checkpoint(root / "reward", rm, train_config=R.RewardTrainConfig(), mean=mean, std=std,
+                             dataset_info={"stamp": "toy-v1"}, meta={})
+    (root / "prompts.txt").write_text("\n".join(PROMPTS[:2] + ["", "  "] + PROMPTS[2:]) + "\n")
+    (root / "held_out.txt").write_text("\n".join(HELD_OUT) + "\n")
+    return root
+
+
+def _cfg(ckpts, tmp_path, **kw) -> H.FinetuneConfig:
+    base = dataclasses.replace(H.preset_tiny(), base=str(ckpts / "base"), reward=str(ckpts / "reward"),
+                               prompts=str(ckpts / "prompts.txt"), val_file=str(ckpts / "held_out.txt"),
+                               val_prompts=8, out=str(tmp_path / "run"), device="cpu", lr=1e-3)
+    return dataclasses.replace(base, **kw)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_prompts_file_skips_and_counts_empty_lines(ckpts, tmp_path, text_encoder):
+    run = H.setup(_cfg(ckpts, tmp_path), text_encoder)
+    assert run.prompts.captions == tuple(PROMPTS) and run.prompts.skipped == 2
+    assert run.prompts.frames == (30,) * 4 and len(run.val) == 8
+
+
+def test_each_update_backpropagates_through_exactly_one_denoiser_call(ckpts, tmp_path, text_encoder):
+    run = H.setup(_cfg(ckpts, tmp_path, steps=4, k=3), text_encoder)
+    calls, updates = [], []
+    run.model.register_forward_pre_hook(
+        lambda m, args, kwargs: calls.append((torch.is_grad_enabled(), args[0].requires_grad)), with_kwargs=True)
+    step = run.optimizer.step
+
+    def counted_step(*a, **k):
+        updates.append([c for c in calls if c[0]])
+        calls.clear()
+        return step(*a, **k)
+    run.optimizer.step = counted_step
+    m = trajectory(run, 0)
+    assert m["optimized_steps"] == 3 and len(updates) == 3
+    for grad_calls in updates:
+        assert grad_calls == [(True, False)]  # one grad-enabled call, on a detached x_t
+
+
+def test_saved_tensors_stay_flat_in_the_number_of_steps(ckpts, tmp_path, text_encoder):
+    """Memory held for backward: bytes saved by autograd during an update, the same at 2 and 8 steps."""
+    def saved_bytes(steps):
+        run = H.setup(_cfg(ckpts, tmp_path, steps=steps, k=0, val_prompts=0), text_encoder)
+        sizes, seen = [], set()
+
+        def pack(t):
+            key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+            if key not in seen:
+                seen.add(key)
+                sizes[-1] += key[1]
+            return t
+        step = run.optimizer.step
+
+        def mark(*a, **k):
+            sizes.append(0)
+            seen.clear()
+            return step(*a, **k)
+        run.optimizer.step = mark
+        sizes.append(0)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            trajectory(run, 0)
+        return max(sizes)
+    assert saved_bytes(2) == saved_bytes(8) > 0
+
+
+def test_one_update_equals_an_independent_reward_gradient(ckpts, tmp_path, text_encoder):
+    cfg = _cfg(ckpts, tmp_path, steps=2, k=1, optimizer="sgd", lr=0.05, grad_clip=0.0, warmup=0,
+               min_lr_ratio=1.0, val_prompts=0)
+    run = H.setup(cfg, text_encoder)
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    # independent computation with a copy of the same weights
+    import copy
+    twin = copy.deepcopy(run.model)
+    prep = run.prepare_batch(0)
+    sampler = prep.sampler(twin, run.bundle.diffusion)
+    with torch.no_grad():
+        x1 = sampler.step(prep.x_T, 0).out.prev_sample
+    x0 = sampler.step(x1, 1).out.pred_x0
+    r = run.reward(x0, prep.prompts, None, mask=prep.mask).mean()
+    grads = torch.autograd.grad(-r, [p for p in twin.parameters() if p.requires_grad], allow_unused=True)
+    run.optimizer.param_groups[0]["lr"] = 0.05
+    trajectory(run, 0)
+    names = [n for n, p in twin.named_parameters() if p.requires_grad]
+    moved = 0
+    for name, g in zip(names, grads):
+        want = before[name] if g is None else before[name].add(g, alpha=-0.05)  # SGD's own arithmetic
+        got = dict(run.model.named_parameters())[name].detach()
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+        moved += int(not torch.equal(got, before[name]))
+    assert moved > 0
+
+
+def _watch(model, log):
+    first = next(p for p in model.parameters() if p.requires_grad)
+    model.register_forward_pre_hook(lambda m, a: log.append(first.detach().clone()))
+
+
+def test_step_updates_in_place_and_chain_samples_with_a_frozen_copy(ckpts, tmp_path, text_encoder):
+    run = H.setup(_cfg(ckpts, tmp_path, steps=4, variant="step", lr=1e-2), text_encoder)
+    seen = []
+    _watch(run.model, seen)
+    trajectory(run, 0)
+    assert len(seen) == 4 and not torch.equal(seen[0], seen[-1])  # later steps use new weights
+
+    run = H.setup(_cfg(ckpts, tmp_path, steps=4, variant="chain", lr=1e-2), text_encoder)
+    start = _params(run.model)
+    copy_seen, model_seen = [], []
+    _watch(run.sampling_copy, copy_seen)
+    _watch(run.model, model_seen)
+    trajectory(run, 0)
+    assert len(copy_seen) == 4 and model_seen == []  # the copy made the whole trajectory
+    assert all(torch.equal(w, copy_seen[0]) for w in copy_seen)  # ... with unchanged weights
+    assert any(not torch.equal(v, start[k]) for k, v in run.model.state_dict().items())  # model trained
+    for k, v in run.model.state_dict().items():  # and the copy is synced at the trajectory's end
+        assert torch.equal(v, run.sampling_copy.state_dict()[k])
+
+
+def test_lora_keeps_base_weights_and_round_trips_exactly(ckpts, tmp_path, text_encoder):
+    cfg = _cfg(ckpts, tmp_path, lora_rank=4, lr=5e-2, trajectories=2, val_prompts=2)
+    run = H.setup(cfg, text_encoder)
+    frozen = {k: v.clone() for k, v in run.model.state_dict().items() if "lora_" not in k}
+    trajectory(run, 0)
+    trajectory(run, 1)
+    for k, v in run.model.state_dict().items():
+        if "lora_" not in k:
+            assert torch.equal(v, frozen[k]), k
+    B = [p for n, p in run.model.named_parameters() if "lora_B" in n]
+    assert B and any(p.abs().sum() > 0 for p in B)
+    # merged (plain weights, eval) equals the unmerged adapter (train mode, dropout 0)
+    x = torch.randn(2, 12, 263, generator=torch.Generator().manual_seed(3))
+    t = torch.tensor([10, 700])
+    tok, tmask = text_encoder.encode_tokens(["a person waves", "a person walks"])
+    with torch.no_grad():
+        unmerged = run.model(x, t, tok, tmask)
+        plain = merged(run.model).eval()(x, t, tok, tmask)
+        base_out = run.bundle.denoiser(x, t, tok, tmask)
+    torch.testing.assert_close(plain, unmerged, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain, base_out, atol=1e-4)
+    # save as a registry checkpoint and load it back through its parent: identical outputs
+    kind, state, config = run.checkpoint_state()
+    assert kind == "lora" and all(k.startswith("denoiser.") and "lora_" in k for k in state)
+    from easytune.checkpoints import checkpoint_hash
+    save_checkpoint(tmp_path / "adapter", state, kind=kind, config=config, dataset=run.bundle.dataset,
+                    meta={"parent": str(ckpts / "base"), "parent_hash": checkpoint_hash(ckpts / "base")})
+    assert (tmp_path / "adapter" / "model.safetensors").stat().st_size < 200_000
+    loaded = load_base(tmp_path / "adapter", text_encoder=text_encoder)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.denoiser(x, t, tok, tmask), plain, atol=0, rtol=0)
+    # a changed parent is refused
+    bad = load_checkpoint(tmp_path / "adapter")
+    save_checkpoint(tmp_path / "adapter2", bad.state, kind="lora", config=bad.config, dataset=bad.dataset,
+                    meta={**bad.meta, "parent_hash": "0" * 16})
+    with pytest.raises(UserError, match="now has weights"):
+        load_base(tmp_path / "adapter2", text_encoder=text_encoder)
+
+
+def test_finetune_raises_held_out_reward_beyond_the_lr0_control(ckpts, tmp_path, text_encoder):
+    gains = {}
+    for lr in (0.0, 3e-3):
+        cfg = _cfg(ckpts, tmp_path / f"lr{lr}", trajectories=8, batch_size=4, lr=lr, val_every=0, warmup=0)
+        s = H.finetune(cfg, text_encoder=text_encoder, progress=False)
+        first, last = s["validation"][0], s["validation"][-1]
+        gains[lr] = (last["reward"] - first["reward"], last["ci"])
+    assert gains[0.0][0] == 0.0  # lr 0: same weights, same held-out noise, same reward
+    gain, ci = gains[3e-3]
+    assert gain > ci > 0, gains
+
+
+def test_interrupted_run_resumes_to_the_same_weights(ckpts, tmp_path, text_encoder):
+    whole = H.finetune(_cfg(ckpts, tmp_path / "whole", trajectories=5, save_every=2, val_every=0),
+                       text_encoder=text_encoder, progress=False)
+
+    def crash(metrics):
+        if metrics["step"] == 3:
+            raise KeyboardInterrupt
+    cfg = _cfg(ckpts, tmp_path / "cut", trajectories=5, save_every=2, val_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        H.finetune(cfg, text_encoder=text_encoder, progress=False, on_step=crash)
+    assert load_checkpoint(tmp_path / "cut" / "run" / "last").meta["steps"] == 2
+    resumed = H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    assert resumed["step"] == whole["step"] == 5
+    a = load_checkpoint(tmp_path / "whole" / "run" / "last").state
+    b = load_checkpoint(tmp_path / "cut" / "run" / "last").state
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ckpts, tmp_path, text_encoder, monkeypatch):
+    cfg = _cfg(ckpts, tmp_path, trajectories=6, save_every=2, val_every=0)
+    real = H.FinetuneRun.objective
+    calls = []
+
+    def poisoned(self, s, sampler, prep):
+        terms = real(self, s, sampler, prep)
+        calls.append(1)
+        if len(calls) > 3 * 3:  # trajectory 4 (3 optimized steps per trajectory)
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+    monkeypatch.setattr(H.FinetuneRun, "objective", poisoned)
+    with pytest.raises(NonFiniteError, match="kept its last saved checkpoint"):
+        H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    last = load_checkpoint(tmp_path / "run" / "last")
+    assert last.meta["steps"] == 2 and all(torch.isfinite(v).all() for v in last.state.values())
+
+
+def test_bad_settings_and_mismatched_reward_are_refused(ckpts, tmp_path, text_encoder):
+    with pytest.raises(UserError, match="batch_size must be an integer from 1"):
+        H.setup(_cfg(ckpts, tmp_path, batch_size=0), text_encoder)
+    with pytest.raises(UserError, match="lr must be in"):
+        H.setup(_cfg(ckpts, tmp_path, lr=float("nan")), text_encoder)
+    from easytune import reward as R
+    other = tmp_path / "reward_other"
+    R.save_reward_checkpoint(other, RewardModel(R.model_preset("tiny", True)), train_config=R.RewardTrainConfig(),
+                             mean=torch.zeros(263), std=torch.ones(263), dataset_info={"stamp": "toy-v1"}, meta={})
+    with pytest.raises(UserError, match="different feature normalizations"):
+        H.setup(_cfg(ckpts, tmp_path, reward=str(other)), text_encoder)
+    R.save_reward_checkpoint(other, RewardModel(R.model_preset("tiny", True)), train_config=R.RewardTrainConfig(),
+                             dataset_info={"stamp": "other-v2"}, meta={})
+    with pytest.raises(UserError, match="trained on dataset other-v2"):
+        H.setup(_cfg(ckpts, tmp_path, reward=str(other)), text_encoder)
