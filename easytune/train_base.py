@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,10 +25,12 @@ import torch
 
 from easytune.checkpoints import (check_dataset, load_checkpoint, load_train_state, load_weights, save_checkpoint,
                                   save_train_state)
-from easytune.config import add_config_args, apply_overrides, config_from_args, save_config
+from easytune.config import add_config_args, apply_overrides, config_from_args
 from easytune.device import pick_device
 from easytune.diffusion import DDIMScheduler, DiffusionConfig
 from easytune.errors import UserError
+from easytune.motion.dataset import draw_item
+from easytune.training import ITEMS, NOISE, LRSchedule, open_run, run_loop, seed_torch, step_generator, step_rng
 from models.denoiser import DenoiserConfig, MotionDenoiser
 
 log = logging.getLogger("easytune.train_base")
@@ -138,12 +139,9 @@ PRESETS: dict[str, Callable[[], TrainBaseConfig]] = {"cpu": preset_cpu, "tiny": 
 
 # --- pieces of the loop ---------------------------------------------------------------------------------
 
-def lr_at(step: int, cfg: TrainBaseConfig) -> float:
+def lr_schedule(cfg: TrainBaseConfig) -> LRSchedule:
     """Linear warm-up to cfg.lr, then a cosine down to cfg.lr * min_lr_ratio at max_steps."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return LRSchedule(cfg.lr, cfg.max_steps, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainBaseConfig) -> torch.optim.AdamW:
@@ -161,8 +159,9 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[int]:
-    """The clips of optimizer step `step`: a pure function of (seed, step), so a resumed run sees the
-    same batches as an uninterrupted one."""
+    """The clips of optimizer step `step` (drawn with replacement): a pure function of (seed, step), so a
+    resumed run sees the same batches as an uninterrupted one. Their crops and captions come from
+    step_rng(seed, step, ITEMS) (see train)."""
     rng = np.random.default_rng([seed, step])
     return rng.choice(n_items, size=batch_size, replace=n_items < batch_size).tolist()
 
@@ -225,14 +224,19 @@ def _stats(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dict] | None, *,
           collate: Callable[[list[dict]], dict[str, Any]], text_encoder: Any, resume: bool = True,
-          progress: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Train (or resume) a base model into cfg.run_dir; returns a summary (steps, losses, samples/s).
+          progress: bool = True, command: str | None = None,
+          on_step: Callable[[dict[str, float]], None] | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Train (or resume) a base model into cfg.run_dir; returns a summary (steps, losses, samples/s,
+    stopped). The steps run through easytune.training.run_loop: `on_step(metrics)` follows every
+    step (loss, lr, samples_per_s, val_loss when measured), `should_stop()` cancels (the run saves
+    its resume point and returns). A resumed run repeats the unbroken one exactly: batches, crops,
+    captions, timesteps, noise, text drops and dropout are drawn from (seed, step) only.
 
     train_set/val_set: map-style datasets of {"motion" (T,263) normalized, "caption", ...} with
-    `.mean`, `.std` (263,) and `.stamp`; collate pads them into {"motion", "mask", "captions"}.
+    `.mean`, `.std` (263,) and `.stamp` (a MotionDataset draws each step's crops through `item`);
+    collate pads them into {"motion", "mask", "captions"}.
     """
-    from tqdm import tqdm
-
     cfg.validate()
     run_dir = Path(cfg.run_dir)
     last = run_dir / LAST
@@ -270,8 +274,7 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         ema.load_state_dict(model.state_dict())
         log.info(f"starting from the weights of {init.path} (step {init.meta.get('step')} of its run)"
                  + (f"; new identity-initialised layers: {', '.join(fresh)}" if fresh else ""))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / RUN_CONFIG)
+    open_run(run_dir, cfg, RUN_CONFIG)
     log.info(f"denoiser: {n_params / 1e6:.2f}M parameters on {device}; {len(train_set)} training clips; "
              f"batch {cfg.batch_size}; steps {step} -> {cfg.max_steps}")
 
@@ -279,7 +282,9 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         tok, msk = text_encoder.encode_tokens(captions)
         return tok.to(device), msk.to(device)
 
-    def save(step: int, val_loss: float | None, samples_per_s: float | None) -> None:
+    t_start, seen, val_loss, samples_per_s, start = time.perf_counter(), 0, None, None, step
+
+    def save(step: int) -> None:
         state = {f"denoiser.{k}": v for k, v in ema.state_dict().items()} | {"mean": mean, "std": std}
         meta = {"step": step, "seed": cfg.seed, "val_loss": val_loss, "samples_per_s": samples_per_s,
                 "params": n_params, "command": command}
@@ -294,47 +299,46 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         with autocast:
             return validation_loss(ema, scheduler, val_set, collate, encode, cfg.batch_size, cfg.val_batches)
 
-    gen = torch.Generator()
-    model.train()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train base", disable=not progress, dynamic_ncols=True)
-    t_start, seen, val_loss, samples_per_s = time.perf_counter(), 0, None, None
-    while step < cfg.max_steps:
-        # --- forward / backward ---
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        batch = to_device(collate([train_set[i] for i in batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)]),
-                          device)
+    def train_step(step: int) -> dict[str, Any]:
+        nonlocal seen, samples_per_s, val_loss, best_val
+        # --- the step's data: a pure function of (seed, step), so a resumed run repeats an unbroken one ---
+        items = step_rng(cfg.seed, step, ITEMS)
+        batch = to_device(collate([draw_item(train_set, i, items) for i in
+                                   batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)]), device)
         tok, msk = encode(batch["captions"])
-        # Step-seeded randomness (timesteps, noise, drops, dropout): a resumed run repeats an unbroken one.
-        gen.manual_seed(cfg.seed * 1_000_003 + step)
-        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        seed_torch(cfg.seed, step)  # dropout
+        # --- forward / backward ---
         with autocast:
-            loss = diffusion_loss(model, scheduler, batch, tok, msk, gen, cfg.cond_drop, cfg.vel_weight)
+            loss = diffusion_loss(model, scheduler, batch, tok, msk, step_generator(cfg.seed, step, NOISE),
+                                  cfg.cond_drop, cfg.vel_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        step += 1
         seen += cfg.batch_size
         samples_per_s = seen / (time.perf_counter() - t_start)
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_at(step - 1, cfg):.2e}", sps=f"{samples_per_s:.1f}")
-        # --- validate / checkpoint ---
-        if cfg.val_every and (step % cfg.val_every == 0 or step == cfg.max_steps):
+        metrics = {"loss": loss.item(), "samples_per_s": samples_per_s}
+        # --- validate (the loop then saves on its ckpt_every cadence) ---
+        done = step + 1
+        if cfg.val_every and (done % cfg.val_every == 0 or done == cfg.max_steps):
             val_loss = validate()
             if val_loss is not None:
                 best_val = val_loss if best_val is None else min(best_val, val_loss)
-                history.append({"step": step, "train_loss": loss.item(), "val_loss": val_loss})
-                log.info(f"step {step}: train loss {loss.item():.4f}, val loss {val_loss:.4f}")
-        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-            save(step, val_loss, samples_per_s)
-    bar.close()
-    if step == 0 or not (last / "config.json").is_file():
-        save(step, val_loss, samples_per_s)
-    return {"step": step, "val_loss": val_loss, "best_val": best_val, "samples_per_s": samples_per_s,
-            "checkpoint": str(last), "history": history}
+                history.append({"step": done, "train_loss": metrics["loss"], "val_loss": val_loss})
+                log.info(f"step {done}: train loss {metrics['loss']:.4f}, val loss {val_loss:.4f}")
+                metrics["val_loss"] = val_loss
+        return metrics
+
+    model.train()
+    res = run_loop(train_step, optimizer=optimizer, schedule=lr_schedule(cfg), start_step=start,
+                   max_steps=cfg.max_steps, save=save, save_every=cfg.ckpt_every, log_every=0,
+                   on_step=on_step, should_stop=should_stop, progress=progress, desc="train base")
+    if res.step == start and not (last / "config.json").is_file():
+        save(res.step)
+    return {"step": res.step, "val_loss": val_loss, "best_val": best_val, "samples_per_s": samples_per_s,
+            "checkpoint": str(last), "history": history, "stopped": res.stopped}
 
 
 # --- CLI ---------------------------------------------------------------------------------------------------

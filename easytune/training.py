@@ -14,15 +14,21 @@ loop owns what every run shares:
 
 Exact resume is the caller's contract with the data: whatever `step_fn(step)` draws (batch, crops,
 noise, timesteps) must be a function of (seed, step) only, e.g. `step_rng(seed, step)`, so a run
-resumed at step k repeats the unbroken run from k on.
+resumed at step k repeats the unbroken run from k on. The helpers below keep that contract for the
+trainers: one stream per kind of draw (BATCH, ITEMS, NOISE, DROPOUT, EXTRA), `epoch_batch` (the
+motions of a step when every epoch is a fresh permutation), `seed_torch` (torch's global RNG, which
+dropout draws from), and the run folder: `open_run` (folder + resolved config) and `resume_point`
+(weights + optimizer state of the last save).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -79,6 +85,58 @@ def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """A torch CPU generator seeded from (seed, step, stream) only (noise, timesteps, dropout masks)."""
     return torch.Generator().manual_seed(int(step_rng(seed, step, stream).integers(0, 2**62)))
+
+
+# Streams of step_rng / step_generator, one per kind of draw, so that a draw of one kind (say, more
+# noise) never shifts the numbers of another (the batch order).
+BATCH, ITEMS, NOISE, DROPOUT, EXTRA = 0, 1, 2, 3, 4
+
+
+def seed_torch(seed: int, step: int, stream: int = DROPOUT) -> None:
+    """Seed torch's global RNG from (seed, step, stream): what modules draw without a generator
+    (dropout masks) then repeats on resume. Call it at the start of a step."""
+    torch.manual_seed(int(step_rng(seed, step, stream).integers(0, 2**62)))
+
+
+def epoch_batch(n_items: int, batch_size: int, seed: int, step: int) -> list[int]:
+    """The items of step `step` when every epoch is a fresh permutation of all `n_items` (drawn from
+    (seed, epoch)) cut into n_items // batch_size full batches: a pure function of (seed, step)."""
+    per_epoch = n_items // batch_size
+    if per_epoch < 1:
+        raise UserError(f"the dataset split has {n_items} motions, fewer than batch_size={batch_size}; "
+                        f"lower the batch size")
+    epoch, i = divmod(int(step), per_epoch)
+    order = step_rng(seed, epoch, BATCH).permutation(n_items)
+    return order[i * batch_size:(i + 1) * batch_size].tolist()
+
+
+def open_run(folder: str | os.PathLike, cfg: Any, config_name: str = "train_config.json") -> Path:
+    """Create the run folder and write the run's resolved config (a dataclass) into it as JSON."""
+    from easytune.config import save_config
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, folder / config_name)
+    return folder
+
+
+def resume_point(folder: str | os.PathLike, optimizer: torch.optim.Optimizer, module: torch.nn.Module, *,
+                 kind: str, prefix: str = "model.") -> int:
+    """The step a run saved in `folder` (a checkpoint + its train state) reached, after loading the
+    checkpoint's weights into `module` and the optimizer state into `optimizer`; 0 (and nothing
+    loaded) when the folder holds no resume point."""
+    from easytune.checkpoints import load_checkpoint, load_train_state, load_weights
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return 0
+    state = load_train_state(folder, optimizer)
+    if state is None:
+        return 0
+    load_weights(module, load_checkpoint(folder, kind=kind).state, source=f"resume point {folder}", prefix=prefix)
+    step = int(state[0]["step"])
+    log.info("resuming from step %d", step)
+    return step
 
 
 def _scalar(value: Any) -> float:

@@ -13,7 +13,7 @@ from easytune import cli
 from easytune.checkpoints import load_checkpoint
 from easytune.errors import UserError
 from easytune.motion.dataset import MotionDataset, collate
-from easytune.train_base import (RUN_CONFIG, TrainBaseConfig, batch_indices, lr_at, preset_cpu, preset_tiny,
+from easytune.train_base import (RUN_CONFIG, TrainBaseConfig, batch_indices, lr_schedule, preset_cpu, preset_tiny,
                                  train)
 
 CAPTIONS = ["a person walks forward", "someone turns around slowly", "a man raises both arms",
@@ -59,10 +59,11 @@ def synthetic_dir(tmp_path_factory):
 
 def test_lr_schedule_and_batches():
     cfg = dataclasses.replace(preset_cpu(), lr=1e-3, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
-    assert lr_at(0, cfg) == pytest.approx(1e-4)
-    assert lr_at(9, cfg) == pytest.approx(1e-3)
-    assert lr_at(60, cfg) == pytest.approx(0.55e-3)  # half-way down the cosine
-    assert lr_at(110, cfg) == pytest.approx(1e-4)
+    lr_at = lr_schedule(cfg).at  # the one LRSchedule of easytune.training, with the base's floor
+    assert lr_at(0) == pytest.approx(1e-4)
+    assert lr_at(9) == pytest.approx(1e-3)
+    assert lr_at(60) == pytest.approx(0.55e-3)  # half-way down the cosine
+    assert lr_at(110) == pytest.approx(1e-4)
     assert batch_indices(10, 4, 0, 7) == batch_indices(10, 4, 0, 7)
     assert batch_indices(10, 4, 0, 7) != batch_indices(10, 4, 0, 8)
     assert len(batch_indices(3, 8, 0, 0)) == 8  # fewer clips than the batch: sampled with replacement
@@ -78,24 +79,49 @@ def test_config_validation():
         dataclasses.replace(preset_tiny(), d_model=33).validate()
 
 
-def test_resume_matches_an_unbroken_run(tmp_path, synthetic_dir, text_encoder):
-    data = MotionDataset(synthetic_dir, "train", min_frames=20, max_frames=40, random_crop=False)
-    cfg = dataclasses.replace(preset_tiny(), d_model=32, batch_size=3, max_steps=6, warmup_steps=2,
-                              val_every=3, ckpt_every=3, dropout=0.1)
-    full = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "a")), data, data, collate=collate,
-                 text_encoder=text_encoder, progress=False)
-    half = dataclasses.replace(cfg, run_dir=str(tmp_path / "b"), max_steps=3)
-    train(half, data, data, collate=collate, text_encoder=text_encoder, progress=False)
-    assert load_checkpoint(tmp_path / "b" / "last").meta["step"] == 3
-    resumed = train(dataclasses.replace(half, max_steps=6), data, data, collate=collate,
-                    text_encoder=text_encoder, progress=False)
-    assert full["step"] == resumed["step"] == 6
-    a, b = load_checkpoint(tmp_path / "a" / "last"), load_checkpoint(tmp_path / "b" / "last")
+def _same_checkpoints(a, b):
+    a, b = load_checkpoint(a), load_checkpoint(b)
     assert a.state.keys() == b.state.keys()
     for k in a.state:
-        torch.testing.assert_close(a.state[k], b.state[k], msg=k)
-    assert full["val_loss"] == pytest.approx(resumed["val_loss"], rel=1e-6)
+        assert torch.equal(a.state[k], b.state[k]), k
+
+
+def test_resume_matches_an_unbroken_run(tmp_path, synthetic_dir, text_encoder):
+    # random crops (24..40-frame clips cropped to 20..40) and dropout: everything a step draws must repeat
+    data = MotionDataset(synthetic_dir, "train", min_frames=20, max_frames=40)
+    val = MotionDataset(synthetic_dir, "train", min_frames=20, max_frames=40, random_crop=False)
+    cfg = dataclasses.replace(preset_tiny(), d_model=32, batch_size=3, max_steps=6, warmup_steps=2,
+                              val_every=3, ckpt_every=3, dropout=0.1)
+    seen = []
+    full = train(dataclasses.replace(cfg, run_dir=str(tmp_path / "a")), data, val, collate=collate,
+                 text_encoder=text_encoder, progress=False, on_step=seen.append)
+    assert [m["step"] for m in seen] == [1, 2, 3, 4, 5, 6] and "val_loss" in seen[2] and "val_loss" not in seen[3]
+    assert seen[0]["lr"] == pytest.approx(lr_schedule(cfg).at(0)) and seen[0]["samples_per_s"] > 0
+
+    # cancelled after 4 steps (should_stop): it saves step 4 and returns; running again resumes from there
+    half = dataclasses.replace(cfg, run_dir=str(tmp_path / "b"))
+    done = []
+    stopped = train(half, data, val, collate=collate, text_encoder=text_encoder, progress=False,
+                    on_step=done.append, should_stop=lambda: len(done) >= 4)
+    assert stopped["stopped"] and stopped["step"] == 4 and load_checkpoint(tmp_path / "b" / "last").meta["step"] == 4
+    resumed = train(half, data, val, collate=collate, text_encoder=text_encoder, progress=False)
+    assert full["step"] == resumed["step"] == 6 and not resumed["stopped"]
+    _same_checkpoints(tmp_path / "a" / "last", tmp_path / "b" / "last")
+    assert full["val_loss"] == resumed["val_loss"]
+
+    # killed in step 5 (an exception, no save): resumes from the step-3 checkpoint and still ends identical
+    def kill(metrics):
+        if metrics["step"] == 5:
+            raise KeyboardInterrupt
+    killed = dataclasses.replace(cfg, run_dir=str(tmp_path / "c"))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, data, val, collate=collate, text_encoder=text_encoder, progress=False, on_step=kill)
+    assert load_checkpoint(tmp_path / "c" / "last").meta["step"] == 3
+    train(killed, data, val, collate=collate, text_encoder=text_encoder, progress=False)
+    _same_checkpoints(tmp_path / "a" / "last", tmp_path / "c" / "last")
+
     # the checkpoint records what loading needs
+    a = load_checkpoint(tmp_path / "a" / "last")
     assert a.kind == "base" and a.dataset["root"] == "" and a.dataset["stamp"] is None  # HumanML3D layout: no stamp
     assert a.config["sampling"] == {"steps": 10, "guidance": 2.5, "eta": 0.0}
     assert a.config["model"]["d_model"] == 32

@@ -165,11 +165,13 @@ class MotionDataset(torch.utils.data.Dataset):
         """All captions of motion `index` (for retrieval evaluation)."""
         return [c for c, _, _ in self._captions[index]]
 
-    def crop_length(self, n_frames: int) -> int:
+    def crop_length(self, n_frames: int, rng: np.random.Generator | None = None) -> int:
         """Frames kept from a segment of `n_frames` (>= min_frames): a multiple of `unit`, at most
-        max_frames; with random_crop, one unit less with probability 1/3 while >= min_frames."""
+        max_frames; with random_crop, one unit less with probability 1/3 (drawn from `rng`, default
+        the dataset's running one) while >= min_frames."""
+        rng = self._rng if rng is None else rng
         length = (min(n_frames, self.max_frames) // self.unit) * self.unit
-        if self.random_crop and length - self.unit >= self.min_frames and self._rng.random() < 1 / 3:
+        if self.random_crop and length - self.unit >= self.min_frames and rng.random() < 1 / 3:
             length -= self.unit
         return length
 
@@ -182,15 +184,29 @@ class MotionDataset(torch.utils.data.Dataset):
             self._rng_worker = info.id
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """Item `index` with its caption and crop drawn from the dataset's running RNG (DataLoader use;
+        trainers that resume exactly call `item(index, rng)` with a step-keyed rng instead)."""
         self._worker_rng()
+        return self.item(index, self._rng)
+
+    def item(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """Item `index` with its caption, crop length and crop start drawn from `rng` only (nothing
+        drawn when random_crop is False): the same rng state gives the same item."""
         caps = self._captions[index]
-        k = int(self._rng.integers(len(caps))) if self.random_crop else 0
+        k = int(rng.integers(len(caps))) if self.random_crop else 0
         caption, a, b = caps[k]
-        length = self.crop_length(b - a)
-        start = a + (int(self._rng.integers(0, b - a - length + 1)) if self.random_crop else 0)
+        length = self.crop_length(b - a, rng)
+        start = a + (int(rng.integers(0, b - a - length + 1)) if self.random_crop else 0)
         x = torch.from_numpy(self._motions[index][start:start + length])
         return {"motion": (x - self._mean_t) / self._std_t, "length": length, "caption": caption,
                 "label": None if self.labels is None else self.labels[index], "name": self.names[index]}
+
+
+def draw_item(dataset: Any, index: int, rng: np.random.Generator) -> dict[str, Any]:
+    """`dataset.item(index, rng)` where the dataset draws its items (MotionDataset), else
+    `dataset[index]` (a dataset of fixed items)."""
+    item = getattr(dataset, "item", None)
+    return item(index, rng) if callable(item) else dataset[index]
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
