@@ -17,6 +17,7 @@ import logging
 import sys
 
 from easytune.errors import UserError
+from easytune.inputs import check_seed
 
 # (command words, module, one-line help). Keep sorted by command.
 COMMANDS: list[tuple[str, str, str]] = [
@@ -26,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("evaluate", "easytune.evaluate", "Judge a checkpoint with the evaluator: R-Precision, FID, MM-Dist, Diversity, MultiModality."),
     ("export", "easytune.export", "Export a joint-position motion as BVH, animated GLB, SMPL npz or joints npy."),
     ("finetune", "easytune.finetune.harness", "Reward fine-tuning of a base checkpoint: EasyTune (full weights or LoRA), resumable."),
+    ("finetune select", "easytune.finetune.select", "Pick a fine-tune's snapshot on the validation split with the evaluator (never the test split)."),
     ("recognize", "easytune.recognize", "Action and side recognition of generated motions, seen vs unseen combos (evaluator)."),
     ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),
     ("sample", "easytune.generate", "Generate motions from text prompts with a base checkpoint (npy + MP4 preview)."),
@@ -54,12 +56,35 @@ def _match(argv: list[str]) -> tuple[tuple[str, str, str] | None, list[str]]:
     return best, rest
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: `error: <prog>: <problem> (see --help)`, exit status 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in --help, except beside on/off switches: `--no-video ... (default: True)` reads as if
+    videos were off by default, when True is the value of the `video` setting the switch turns off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+# What Ctrl-C leaves behind, per command prefix (the first match wins).
+_INTERRUPTED = [
+    ("train", "interrupted; the run folder keeps its last saved checkpoint"),
+    ("", "interrupted; files already written are complete (each is written atomically), the rest are not written"),
+]
+
+
 def build_parser(entry: tuple[str, str, str]) -> tuple[argparse.ArgumentParser, object]:
     name, module_name, help_text = entry
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
-        prog=f"python -m easytune {name}", description=help_text,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(
+        prog=f"python -m easytune {name}", description=help_text, formatter_class=HelpFormatter)
     module.add_arguments(parser)
     return parser, module
 
@@ -77,11 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if isinstance(getattr(args, "seed", None), int):  # every command's --seed, checked once
+            check_seed(args.seed)
         code = module.run(args)
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; the last saved checkpoint is kept", file=sys.stderr)
+        note = next(text for prefix, text in _INTERRUPTED if entry[0].startswith(prefix))
+        print(note, file=sys.stderr)
         return 130
     return int(code or 0)

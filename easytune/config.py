@@ -2,7 +2,8 @@
 
 Every field of a config dataclass becomes a `--field-name` flag whose help is the field's
 `metadata["help"]` plus its default. Overrides are type-checked and unknown keys are rejected
-(nanoGPT's configurator, without `exec`). `save_config` writes the resolved config as JSON.
+(nanoGPT's configurator, without `exec`): integers must fit in 64 bits (a `seed` in [0, 2**32 - 1]),
+floats must be finite. `save_config` writes the resolved config as JSON.
 
     @dataclass
     class TrainConfig:
@@ -16,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import math
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
 from easytune.errors import UserError
 from easytune.fileio import write_json
+from easytune.inputs import SEED_MAX, read_config_file
 
 T = TypeVar("T")
 
@@ -78,16 +80,23 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
         try:
-            return int(value)
+            number = int(value)
         except ValueError:
             raise ConfigError(f"config key {key!r} expects an integer, got {value!r}") from None
+        low, high = (0, SEED_MAX) if key == "seed" else (-2**63, 2**63 - 1)  # beyond: C overflow
+        if not low <= number <= high:
+            raise ConfigError(f"config key {key!r} must be an integer in [{low}, {high}], got {value!r}")
+        return number
     if base is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"config key {key!r} expects a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config key {key!r} expects a finite number, got {value!r}")
+        return number
     if base is str:
         if not isinstance(value, str):
             raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
@@ -136,19 +145,13 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[s
 
 
 def load_overrides(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml
-
-        data = yaml.safe_load(text) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of key: value, got {type(data).__name__}")
-    return data
+    """The key: value mapping of a --config file (JSON or YAML), read by the one config-file reader."""
+    try:
+        return read_config_file(path)
+    except ConfigError:
+        raise
+    except UserError as e:
+        raise ConfigError(str(e)) from None
 
 
 def apply_overrides(cfg: T, overrides: dict[str, Any]) -> T:
