@@ -211,9 +211,9 @@ def test_finetune_raises_held_out_reward_beyond_the_lr0_control(ckpts, tmp_path,
     for lr in (0.0, 3e-3):
         cfg = _cfg(ckpts, tmp_path / f"lr{lr}", trajectories=8, batch_size=4, lr=lr, val_every=0, warmup=0)
         s = H.finetune(cfg, text_encoder=text_encoder, progress=False)
-        first, last = s["validation"][0], s["validation"][-1]
-        gains[lr] = (last["reward"] - first["reward"], last["ci"])
-    assert gains[0.0][0] == 0.0  # lr 0: same weights, same held-out noise, same reward
+        gains[lr] = (s["held_out_gain"]["gain"], s["held_out_gain"]["ci"])
+        assert s["validation"][-1]["reward"] - s["validation"][0]["reward"] == pytest.approx(gains[lr][0])
+    assert gains[0.0] == (0.0, 0.0)  # lr 0: same weights, same held-out noise, same reward
     gain, ci = gains[3e-3]
     assert gain > ci > 0, gains
 
@@ -269,3 +269,32 @@ def test_bad_settings_and_mismatched_reward_are_refused(ckpts, tmp_path, text_en
                              dataset_info={"stamp": "other-v2"}, meta={})
     with pytest.raises(UserError, match="trained on dataset other-v2"):
         H.setup(_cfg(ckpts, tmp_path, reward=str(other)), text_encoder)
+
+
+def test_selection_rule_keeps_realism_and_diversity_then_takes_alignment():
+    from easytune.finetune.select import choose
+
+    def row(step, r1, fid, mm, skate, mmdist=3.0):
+        return {"step": step, "R-Precision top-1": r1, "FID": fid, "MultiModality": mm, "foot_skating": skate,
+                "MM-Dist": mmdist, "jerk": 100.0}
+    base = row(0, 0.80, 2.0, 1.0, 0.15)
+    assert choose([base, row(50, 0.95, 2.5, 1.0, 0.1)], 0.9, 1.0) == 0  # worse FID: not eligible
+    assert choose([base, row(50, 0.95, 1.0, 0.5, 0.1)], 0.9, 1.0) == 0  # diversity lost
+    assert choose([base, row(50, 0.95, 1.0, 1.0, 0.3)], 0.9, 1.0) == 0  # feet slide more
+    rows = [base, row(50, 0.85, 1.5, 0.95, 0.14), row(100, 0.90, 1.9, 0.92, 0.15, 2.9),
+            row(150, 0.90, 1.2, 0.95, 0.1, 2.8)]
+    assert choose(rows, 0.9, 1.0) == 3  # best R@1, tie broken by the lower MM-Dist
+
+
+def test_run_plot_and_selection_refuse_test_split(ckpts, tmp_path, text_encoder):
+    from easytune.finetune import select as S
+
+    cfg = _cfg(ckpts, tmp_path, trajectories=2, val_every=1)
+    H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    run = tmp_path / "run"
+    assert [s for s, _ in S.snapshots(run)] == [0, 1, 2]
+    assert len(S.read_log(run)) == 2
+    png = S.plot_run(run, tmp_path / "run.png")
+    assert png.stat().st_size > 5000
+    with pytest.raises(UserError, match="test split"):
+        S.main(S.SelectConfig(run=str(run), split="test"))

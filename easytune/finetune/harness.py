@@ -126,7 +126,14 @@ def preset_tiny() -> FinetuneConfig:
                                save_every=2, warmup=1, seconds=1.5)
 
 
-PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"default": preset_default, "tiny": preset_tiny}
+def preset_browser() -> FinetuneConfig:
+    """The playground's short run: a LoRA adapter, a few minutes on 2 CPU cores (README: measured)."""
+    return dataclasses.replace(FinetuneConfig(), lora_rank=8, lora_alpha=16.0, lr=1e-3, batch_size=4, trajectories=40,
+                               warmup=4, val_prompts=32, val_every=0, save_every=10, base_penalty=1.0)
+
+
+PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"default": preset_default, "tiny": preset_tiny,
+                                                    "browser": preset_browser}
 
 
 # --- prompts ---------------------------------------------------------------------------------------
@@ -281,14 +288,13 @@ class FinetuneRun:
 
     # -- held-out reward --
     @torch.no_grad()
-    def validation_reward(self, batch: int = 32) -> tuple[float, float]:
-        """Mean reward-model reward (and 95% CI half-width) of the current model's final samples on the
-        fixed held-out prompts (fixed noise): the same prompts and noise at every check."""
+    def validation_scores(self, batch: int = 32) -> list[float]:
+        """Reward-model reward of the current model's final sample for each fixed held-out prompt, from
+        fixed noise: the same prompts and noise at every check, so checks compare pairwise."""
         from easytune.generate import prepare
-        from easytune.metrics import mean_ci
 
         if not len(self.val):
-            return float("nan"), float("nan")
+            return []
         model = self.inference_model()
         scores = []
         for a in range(0, len(self.val), batch):
@@ -298,7 +304,7 @@ class FinetuneRun:
                            frames=list(self.val.frames[a:a + batch]))
             x0 = prep.sampler(model, self.bundle.diffusion).sample(prep.x_T)
             scores += self.reward(x0, prep.prompts, None, mask=prep.mask).cpu().tolist()
-        return mean_ci(scores)
+        return scores
 
     def inference_model(self) -> torch.nn.Module:
         """What sampling should use: the merged adapter for LoRA (see easytune.finetune.lora)."""
@@ -423,8 +429,11 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
         save_to(snap, step)
         history["snapshots"].append(str(snap))
         if len(run.val):
-            mean, half = run.validation_reward()
-            history["validation"].append({"step": step, "reward": mean, "ci": half})
+            from easytune.metrics import mean_ci
+
+            scores = run.validation_scores()
+            mean, half = mean_ci(scores)
+            history["validation"].append({"step": step, "reward": mean, "ci": half, "scores": scores})
             log.info("trajectory %d: held-out reward %.4f ± %.4f", step, mean, half)
 
     def save(step: int) -> None:
@@ -461,10 +470,24 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     finally:
         logf.close()
     summary = {"out": str(out), "step": result.step, "stopped": result.stopped, "last": result.last,
-               "validation": history["validation"], "seconds": result.seconds, "peak_rss_mib": _rss_mib(),
+               "validation": history["validation"], "held_out_gain": held_out_gain(history["validation"]),
+               "seconds": result.seconds, "wall_s": history.get("wall_s"), "peak_rss_mib": _rss_mib(),
                "kind": "lora" if run.is_lora else "finetune"}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def held_out_gain(validation: Sequence[dict[str, Any]]) -> dict[str, float] | None:
+    """Paired gain of the last held-out check over the first (same prompts, same noise): mean of the
+    per-prompt reward differences and its 95% CI half-width (Student t)."""
+    from easytune.metrics import mean_ci
+
+    if len(validation) < 2 or not validation[0].get("scores"):
+        return None
+    first, last = validation[0], validation[-1]
+    diffs = [b - a for a, b in zip(first["scores"], last["scores"])]
+    mean, half = mean_ci(diffs)
+    return {"from_step": first["step"], "to_step": last["step"], "gain": mean, "ci": half}
 
 
 def _restore(run: FinetuneRun, last: Path, state: tuple[dict[str, Any], dict[str, torch.Tensor]]):
@@ -516,6 +539,9 @@ def run(args: argparse.Namespace) -> int:
     first, last = (val[0], val[-1]) if val else (None, None)
     msg = f"{summary['step']} trajectories{' (stopped early)' if summary['stopped'] else ''}"
     if first and last:
-        msg += f"; held-out reward {first['reward']:.4f} -> {last['reward']:.4f} (± {last['ci']:.4f})"
+        msg += f"; held-out reward {first['reward']:.4f} -> {last['reward']:.4f}"
+    if summary["held_out_gain"]:
+        g = summary["held_out_gain"]
+        msg += f" (paired gain {g['gain']:+.4f} ± {g['ci']:.4f})"
     print(f"{msg}; checkpoint {Path(cfg.out) / LAST} ({summary['kind']}); peak RSS {summary['peak_rss_mib']:.0f} MiB")
     return 0
