@@ -14,7 +14,9 @@ loading against a different dataset is refused with a clear message; `meta` hold
 
 The registry is a scan, not a second copy of this state: every folder with a config.json under the
 checkpoint roots (the repo's demo_checkpoints/, then $EASYTUNE_CHECKPOINTS, `:`-separated) is a named
-checkpoint; its name is its folder name.
+checkpoint; its name is its folder name (hidden folders, e.g. a registration in progress, are not).
+`register` is the one way in: a plain name, never replacing a checkpoint unless asked and never by
+another kind, all or nothing (built in a temporary folder beside the target, loaded, then renamed).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -41,6 +43,7 @@ TRAIN_STATE = "train_state.safetensors"
 TRAIN_STATE_JSON = "train_state.json"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_ROOT = REPO_ROOT / "demo_checkpoints"
+KINDS = ("base", "reward", "evaluator", "finetune", "lora")  # what the project's commands write
 
 
 @dataclass
@@ -98,9 +101,13 @@ def list_checkpoints(roots: list[Path] | None = None) -> list[dict[str, Any]]:
         if not root.is_dir():
             continue
         for cfg in sorted(root.glob(f"*/{CONFIG}")):
+            if cfg.parent.name.startswith("."):
+                continue  # a registration in progress (or one a crash left): never a name
             try:
                 info = json.loads(cfg.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                info = None
+            if not isinstance(info, dict):
                 continue  # a corrupt entry is reported when someone loads it, not while listing
             found.append({"name": cfg.parent.name, "kind": info.get("kind", "?"), "path": str(cfg.parent),
                           "parent": (info.get("meta") or {}).get("parent")})
@@ -306,55 +313,163 @@ def parse_sampling(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def promote(run_dir: str | os.PathLike, name: str, root: Path = DEMO_ROOT,
-            sampling: dict[str, Any] | None = None) -> Path:
-    """Copy a run's checkpoint (weights, config, card, JSON reports; not the optimizer state) to
-    root/name, and append a Provenance section to its card. `sampling` overrides the checkpoint's default
-    sampler (steps, guidance, eta), e.g. after measuring quality against sampling time."""
-    import shutil
+def _copied(src: Path) -> list[Path]:
+    """The files of a checkpoint folder that a registered copy keeps: top-level weights, JSON and
+    Markdown; not the optimizer state (train_state.*) and not hidden or temporary files."""
+    return [f for f in sorted(src.iterdir())
+            if f.is_file() and not f.name.startswith(("train_state", ".")) and f.suffix in (".safetensors", ".json", ".md")]
 
-    src = resolve(run_dir)
-    dst = Path(root) / name
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in sorted(src.iterdir()):
-        if f.is_file() and not f.name.startswith(("train_state", ".")) and f.suffix in (".safetensors", ".json", ".md"):
-            with atomic_path(dst / f.name) as tmp:
-                shutil.copyfile(f, tmp)
-    if sampling:
-        info = json.loads((dst / CONFIG).read_text(encoding="utf-8"))
-        if not isinstance((info.get("config") or {}).get("sampling"), dict):
-            raise UserError(f"{src} has no default sampler to change (only base and fine-tuned checkpoints do)")
-        info["config"]["sampling"].update(sampling)
-        write_json(dst / CONFIG, info)
-    card = (dst / "README.md").read_text(encoding="utf-8") if (dst / "README.md").is_file() else f"# {name}\n"
-    marker = "\n## Provenance\n"
-    card = card.split(marker)[0].rstrip() + "\n" + marker + provenance(dst) + "\n"
-    write_text(dst / "README.md", card)
+
+def _kind_of(path: Path) -> str | None:
+    """The kind in `path`/config.json, or None when it is missing or unreadable."""
+    try:
+        info = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return info.get("kind") if isinstance(info, dict) else None
+
+
+def register(src_dir: str | os.PathLike, name: str, *, root: str | os.PathLike | None = None, replace: bool = False,
+             edit: Callable[[Path], None] | None = None) -> Path:
+    """Register the checkpoint folder `src_dir` (a run, or a folder a fine-tune just wrote) as
+    `root`/`name`, all or nothing, and return the new folder.
+
+    `root` defaults to demo_checkpoints/. `name` must be a plain name (inputs.check_registry_name). An existing `root`/`name` is replaced only
+    with `replace=True`, and only by a checkpoint of the same kind; a name taken in another registry
+    root is refused. The copy is built in a hidden temporary folder beside the target, `edit(tmp)` may
+    change it (a new default sampler, the card), it must then load (config, kind, weights), and only
+    then is it renamed into place. Any failure leaves the registry exactly as it was.
+    """
+    import shutil
+    import tempfile
+
+    from easytune.inputs import check_registry_name
+
+    name = check_registry_name(name)
+    root = Path(DEMO_ROOT if root is None else root)
+    src = resolve(src_dir)
+    kind = load_checkpoint(src).kind  # refuses a corrupt source before anything is copied
+    dst = root / name
+    for other in _roots():
+        if other.resolve() != root.resolve() and (other / name / CONFIG).is_file():
+            raise UserError(f"checkpoint name {name!r} is already taken by {other / name}; choose another name.")
+    if dst.exists() or dst.is_symlink():
+        old_kind = _kind_of(dst) if dst.is_dir() and not dst.is_symlink() else None
+        if old_kind is None:
+            raise UserError(f"{dst} exists and is not a readable checkpoint; choose another name (nothing was "
+                            f"changed).")
+        if not replace:
+            raise UserError(f"checkpoint {name!r} already exists in {root} (a {old_kind!r} model); choose another "
+                            f"name or ask to replace it (--replace).")
+        if old_kind != kind:
+            raise UserError(f"checkpoint {name!r} in {root} holds a {old_kind!r} model; it cannot be replaced by a "
+                            f"{kind!r} model. Choose another name.")
+        if dst.resolve() == src.resolve():
+            raise UserError(f"{src} is already registered as {name!r}; nothing to do.")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.registering-", dir=root))
+    old = root / f".{name}.replaced-{os.getpid()}"
+    try:
+        for f in _copied(src):
+            shutil.copyfile(f, tmp / f.name)
+        if edit is not None:
+            edit(tmp)
+        load_checkpoint(tmp, kind=kind)  # the copy loads: valid config, same kind, readable weights
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; registered folders get normal permissions
+        if dst.exists():
+            os.rename(dst, old)
+            try:
+                os.rename(tmp, dst)
+            except BaseException:
+                os.rename(old, dst)
+                raise
+            shutil.rmtree(old)
+        else:
+            try:
+                os.rename(tmp, dst)
+            except OSError as e:  # another registration took the name meanwhile (dst now not empty)
+                raise UserError(f"checkpoint {name!r} appeared in {root} while registering ({e.strerror}); "
+                                f"nothing was changed.") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def promote(run_dir: str | os.PathLike, name: str, root: str | os.PathLike | None = None,
+            sampling: dict[str, Any] | None = None, *, replace: bool = False) -> Path:
+    """Register a run's checkpoint (weights, config, card, JSON reports; not the optimizer state) as
+    root/name through `register` (all or nothing; an existing name only with `replace`, same kind), and
+    append a Provenance section to its card. `sampling` overrides the checkpoint's default sampler
+    (steps, guidance, eta), e.g. after measuring quality against sampling time."""
+    src = resolve(run_dir)
+    if sampling and not isinstance((_read_info(src).get("config") or {}).get("sampling"), dict):
+        raise UserError(f"{src} has no default sampler to change (only base and fine-tuned checkpoints do)")
+
+    def edit(tmp: Path) -> None:
+        if sampling:
+            info = _read_info(tmp)
+            info["config"]["sampling"].update(sampling)
+            write_json(tmp / CONFIG, info)
+        card = (tmp / "README.md").read_text(encoding="utf-8") if (tmp / "README.md").is_file() else f"# {name}\n"
+        marker = "\n## Provenance\n"
+        card = card.split(marker)[0].rstrip() + "\n" + marker + provenance(tmp) + "\n"
+        write_text(tmp / "README.md", card)
+
+    return register(src, name, root=root, replace=replace, edit=edit)
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads((path / CONFIG).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"checkpoint {path}: {CONFIG} is not valid JSON ({e})") from None
+    if not isinstance(info, dict):
+        raise UserError(f"checkpoint {path}: {CONFIG} does not hold a JSON object")
+    return info
 
 
 # --- `python -m easytune checkpoints` ----------------------------------------------------------
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", default=None, help="only list checkpoints of this kind")
+    parser.add_argument("--kind", default=None, help=f"only list checkpoints of this kind ({', '.join(KINDS)})")
     parser.add_argument("--promote", default=None, metavar="RUN_DIR",
                         help="copy this run's checkpoint into demo_checkpoints/ (needs --name)")
-    parser.add_argument("--name", default=None, help="registry name for --promote")
+    parser.add_argument("--name", default=None, help="registry name for --promote: letters, digits, '.', '_', '-'")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --promote: replace an existing checkpoint of that name (same kind only)")
     parser.add_argument("--sampling", nargs="+", default=None, metavar="KEY=VALUE",
                         help="with --promote: new default sampler, e.g. steps=20 guidance=2.5 eta=0")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.sampling and not args.promote:
-        raise UserError("--sampling only applies with --promote RUN_DIR --name NAME")
+    from easytune.inputs import check_registry_name
+
+    if (args.sampling or args.replace or args.name) and not args.promote:
+        raise UserError("--name, --replace and --sampling only apply with --promote RUN_DIR --name NAME")
     if args.promote:
+        if args.kind:
+            raise UserError("--kind filters the listing; it does not apply with --promote")
         if not args.name:
             raise UserError("--promote needs --name (the checkpoint's registry name)")
-        print(f"promoted to {promote(args.promote, args.name, sampling=parse_sampling(args.sampling))}")
+        check_registry_name(args.name)
+        sampling = parse_sampling(args.sampling)
+        print(f"promoted to {promote(args.promote, args.name, sampling=sampling, replace=args.replace)}")
         return 0
-    rows = [e for e in list_checkpoints() if args.kind in (None, e["kind"])]
+    entries = list_checkpoints()
+    known = sorted(set(KINDS) | {e["kind"] for e in entries})
+    if args.kind is not None and args.kind not in known:
+        raise UserError(f"unknown --kind {args.kind!r}; kinds are {', '.join(known)}")
+    rows = [e for e in entries if args.kind in (None, e["kind"])]
     if not rows:
-        print("no checkpoints found under " + ", ".join(str(r) for r in _roots()))
+        what = f"{args.kind!r} checkpoints" if args.kind else "checkpoints"
+        print(f"no {what} found under " + ", ".join(str(r) for r in _roots()))
         return 0
     width = max(len(e["name"]) for e in rows)
     for e in rows:

@@ -112,7 +112,9 @@ def test_promote_copies_weights_and_appends_provenance(tmp_path):
     card = (dst / "README.md").read_text()
     assert "R@1 1.0" in card and "- dataset stamp: s1" in card and "- wall time: 1.5 min" in card
     assert f"sha256 {ck.file_hash(dst / 'model.safetensors')}" in card
-    ck.promote(run, "mine", root=tmp_path / "demo")  # again: one Provenance section, not two
+    with pytest.raises(UserError, match="already exists"):
+        ck.promote(run, "mine", root=tmp_path / "demo")
+    ck.promote(run, "mine", root=tmp_path / "demo", replace=True)  # again: one Provenance section, not two
     assert (dst / "README.md").read_text().count("## Provenance") == 1
     assert ck.load_checkpoint("mine", roots=[tmp_path / "demo"]).kind == "reward"
 
@@ -137,4 +139,89 @@ def test_promote_can_set_the_default_sampler(tmp_path, capsys):
     with pytest.raises(UserError, match="no default sampler"):
         ck.promote(rw, "r", root=tmp_path / "demo", sampling={"steps": 20})
     assert cli_main(["checkpoints", "--sampling", "steps=20"]) == 2
-    assert "only applies with --promote" in capsys.readouterr().err
+    assert "only apply with --promote" in capsys.readouterr().err
+
+
+# --- the registry: names, no silent replacement, all or nothing ---------------------------------
+
+def _tree(root):
+    """{relative path: bytes} of every file under root, hidden ones included."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """A temporary demo root holding a 'base' checkpoint with an extra card file; runs of each kind."""
+    demo = tmp_path / "demo"
+    monkeypatch.setattr(ck, "DEMO_ROOT", demo)
+    monkeypatch.delenv("EASYTUNE_CHECKPOINTS", raising=False)
+    sampling = {"steps": 10, "guidance": 2.5, "eta": 0.0}
+    ck.save_checkpoint(demo / "base", _model().state_dict(), kind="base", config={"sampling": sampling})
+    (demo / "base" / "README.md").write_text("# shipped base\n")
+    runs = {}
+    for kind in ("base", "reward"):
+        runs[kind] = tmp_path / f"run_{kind}"
+        ck.save_checkpoint(runs[kind], _model().state_dict(), kind=kind,
+                           config={"sampling": dict(sampling)} if kind == "base" else {})
+    return demo, runs
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", ".hidden", "..", ".", "", "x" * 65, "a b",
+                                  "a\\b", "-flag", "caf\u00e9", "name\n"])
+def test_register_refuses_names_that_are_not_plain(registry, name):
+    demo, runs = registry
+    before = _tree(demo.parent)
+    with pytest.raises(UserError, match="not allowed|is empty"):
+        ck.register(runs["base"], name)
+    assert _tree(demo.parent) == before
+
+
+def test_register_never_replaces_silently_nor_by_another_kind(registry):
+    demo, runs = registry
+    before = _tree(demo)
+    with pytest.raises(UserError, match="already exists.*--replace"):
+        ck.promote(runs["base"], "base")
+    with pytest.raises(UserError, match="holds a 'base' model; it cannot be replaced by a 'reward'"):
+        ck.promote(runs["reward"], "base", replace=True)
+    assert _tree(demo) == before
+    dst = ck.promote(runs["base"], "base", replace=True)  # asked for, same kind: replaced whole
+    assert sorted(p.name for p in dst.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert "shipped base" not in (dst / "README.md").read_text()
+    assert [e["name"] for e in ck.list_checkpoints()] == ["base"]
+    assert sorted(p.name for p in demo.iterdir()) == ["base"]  # no temporary or old folder left
+
+
+def test_failed_promote_leaves_nothing(registry, monkeypatch):
+    demo, runs = registry
+    before = _tree(demo)
+    with pytest.raises(UserError, match="no default sampler"):
+        ck.promote(runs["reward"], "r", sampling={"steps": 20})
+    assert _tree(demo) == before
+
+    def broken(tmp):  # e.g. the copy does not load: a registration must leave nothing behind
+        (tmp / ck.WEIGHTS).write_bytes(b"not safetensors")
+
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        ck.register(runs["reward"], "r", edit=broken)
+    with pytest.raises(UserError, match="corrupt or truncated"):
+        ck.register(runs["base"], "base", replace=True, edit=broken)
+    assert _tree(demo) == before
+    assert ck.load_checkpoint("base").kind == "base"
+
+
+def test_register_refuses_a_name_taken_in_another_root_and_skips_hidden_folders(registry, tmp_path, monkeypatch):
+    demo, runs = registry
+    user = tmp_path / "user"
+    monkeypatch.setenv("EASYTUNE_CHECKPOINTS", str(user))
+    with pytest.raises(UserError, match="already taken by"):
+        ck.register(runs["base"], "base", root=user)
+    assert not user.exists()
+    dst = ck.register(runs["reward"], "my-reward.v2", root=user)
+    assert ck.load_checkpoint("my-reward.v2").kind == "reward" and dst.parent == user
+    ck.save_checkpoint(user / ".mine.registering-123", _model().state_dict(), kind="lora", config={})
+    assert sorted(e["name"] for e in ck.list_checkpoints()) == ["base", "my-reward.v2"]
+    (user / "junk").mkdir()
+    (user / "junk" / "config.json").write_text("[1, 2]")  # not an object: not listed, no traceback
+    assert sorted(e["name"] for e in ck.list_checkpoints()) == ["base", "my-reward.v2"]
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        ck.register(runs["base"], "junk", root=user, replace=True)
