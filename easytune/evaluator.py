@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -75,6 +75,7 @@ class EvaluatorTrainConfig:
     device: str = field(default="auto", metadata={"help": "auto = cuda if available, else cpu"})
     log_every: int = field(default=50, metadata={"help": "steps between log lines"})
     save_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
+    resume: bool = field(default=True, metadata={"help": "continue from out/ if a train state is there"})
 
     def validate(self) -> None:
         if self.embed_dim < 2 or self.margin <= 0:
@@ -152,20 +153,24 @@ class Embedder:
         return np.concatenate(out)
 
 
-def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
-    """Train the evaluator; writes out/{model.safetensors, config.json, README.md, evaluator_report.json}."""
+def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None, *,
+         on_step: Callable[[dict[str, float]], None] | None = None, should_stop: Callable[[], bool] | None = None,
+         progress: bool = True) -> dict[str, Any]:
+    """Train the evaluator; writes out/{model.safetensors, config.json, train_config.json, README.md,
+    evaluator_report.json}. `on_step(metrics)` follows every step, `should_stop()` cancels (the run saves
+    its resume point and returns {"stopped": True} without the report and model card). A resumed run
+    (cfg.resume) repeats the unbroken one exactly: batches, crops and captions come from (seed, step)."""
     from easytune import metrics
     from easytune import reward as R
-    from easytune.checkpoints import load_checkpoint, load_train_state, load_weights, save_checkpoint, save_train_state
-    from easytune.config import save_config
+    from easytune.checkpoints import save_checkpoint, save_train_state
     from easytune.fileio import write_json
+    from easytune.training import open_run, resume_point
     from models.evaluator import EvaluatorModel
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "train_config.json")
+    out = open_run(cfg.out, cfg)
     train = R.open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
     mean, std = R.dataset_stats(train)
     test = R.open_dataset(cfg.data, "test", tiny=cfg.tiny, mean=mean, std=std, random_crop=False)
@@ -175,11 +180,7 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
     model = EvaluatorModel(model_preset(cfg.preset, cfg.embed_dim)).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    start = 0
-    if (out / "config.json").is_file() and (state := load_train_state(out, opt)) is not None:
-        load_weights(model, load_checkpoint(out, kind=KIND).state, prefix="model.")
-        start = int(state[0]["step"])
-        log.info("resuming from step %d", start)
+    start = resume_point(out, opt, model, kind=KIND) if cfg.resume else 0
     log.info("evaluator %s: %.2fM parameters; %d train motions, batch %d, %d steps",
              cfg.preset, n_params / 1e6, len(train), cfg.batch_size, cfg.steps)
     t0 = time.time()
@@ -194,9 +195,13 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
                               "wall_s": round(time.time() - t0, 1), "parameters": n_params})
         save_train_state(out, opt, {"step": step})
 
-    R.fit(model, R.batches(train, cfg.batch_size, cfg.seed + start, cfg.caption_share), evaluator_loss_fn(bank, cfg), steps=cfg.steps, lr=cfg.lr,
-          warmup=cfg.warmup, save=save, save_every=cfg.save_every, log_every=cfg.log_every, start_step=start,
-          optimizer=opt)
+    res = R.fit(model, lambda step: R.batch_at(train, cfg.batch_size, cfg.seed, step, cfg.caption_share),
+                evaluator_loss_fn(bank, cfg), schedule=R.lr_schedule(cfg.lr, cfg.warmup, cfg.steps), seed=cfg.seed,
+                optimizer=opt, start_step=start, save=save, save_every=cfg.save_every, log_every=cfg.log_every,
+                on_step=on_step, should_stop=should_stop, progress=progress, desc="train evaluator")
+    if res.stopped:
+        log.info("stopped at step %d of %d; run again to resume", res.step, cfg.steps)
+        return {"step": res.step, "stopped": True}
     # real-data sanity numbers for the model card: R-Precision and MM-Dist of the test split
     emb = Embedder(model, bank.encoder)
     items = [test[i] for i in range(len(test))]
@@ -216,7 +221,7 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
         "Metrics": f"Test split ({len(items)} motions; R-Precision batches of 32 distinct (content, style) labels): "
                    f"R-Precision top-1/2/3 {report['r_precision_top123']}, MM-Dist {report['mm_dist']:.3f}.",
     })
-    return report
+    return {**report, "step": res.step, "stopped": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

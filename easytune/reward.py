@@ -27,8 +27,9 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Protocol, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,8 @@ from easytune import checkpoints as ck
 from easytune.config import command_for
 from easytune.device import pick_device
 from easytune.errors import UserError
+from easytune.training import (ITEMS, NOISE, LoopResult, LRSchedule, epoch_batch, open_run, resume_point, run_loop,
+                               seed_torch, step_generator, step_rng)
 
 log = logging.getLogger(__name__)
 
@@ -286,31 +289,29 @@ def open_dataset(root: str, split: str, *, tiny: int = 0, mean=None, std=None, r
                          max_frames=max_frames, seed=seed)
 
 
-def share_caption(dataset, index: int, share: str, g: torch.Generator) -> dict[str, Any]:
-    """Item `index` (the dataset draws its crop) with its caption drawn from its share of the
-    paraphrases: "even" / "odd" positions of `caption_choices`, or "all". The reward model and the
-    evaluator train on different shares, so the judge does not share the reward's captions."""
-    item = dataset[index]
+def share_caption(dataset, index: int, share: str, rng: np.random.Generator) -> dict[str, Any]:
+    """Item `index` (its crop drawn from `rng`, see MotionDataset.item) with its caption drawn from
+    `rng` among its share of the paraphrases: "even" / "odd" positions of `caption_choices`, or
+    "all". The reward model and the evaluator train on different shares, so the judge does not share
+    the reward's captions."""
+    from easytune.motion.dataset import draw_item
+
+    item = draw_item(dataset, index, rng)
     if share == "all":
         return item
     caps = caption_choices(dataset, index)
     mine = (caps[1::2] if share == "odd" else caps[0::2]) or caps  # a motion with one caption keeps it
-    return {**item, "caption": _pick(mine, g)}
+    return {**item, "caption": mine[int(rng.integers(len(mine)))]}
 
 
-def batches(dataset, batch_size: int, seed: int, share: str = "all",
-            drop_last: bool = True) -> Iterator[dict[str, Any]]:
-    """Endless shuffled batches (collated), captions from `share` (see share_caption)."""
+def batch_at(dataset, batch_size: int, seed: int, step: int, share: str = "all") -> dict[str, Any]:
+    """The collated batch of optimizer step `step`: epoch-shuffled motions (training.epoch_batch), each
+    with its crop and caption (from `share`, see share_caption) drawn from step_rng(seed, step, ITEMS).
+    A pure function of (seed, step): a resumed run sees the batches of the unbroken run."""
     from easytune.motion.dataset import collate
 
-    g = torch.Generator().manual_seed(seed)
-    if len(dataset) < batch_size and drop_last:
-        raise UserError(f"the dataset split has {len(dataset)} motions, fewer than batch_size={batch_size}; "
-                        f"lower the batch size")
-    while True:
-        order = torch.randperm(len(dataset), generator=g).tolist()
-        for i in range(0, len(order) - (batch_size - 1 if drop_last else 0), batch_size):
-            yield collate([share_caption(dataset, j, share, g) for j in order[i:i + batch_size]])
+    rng = step_rng(seed, step, ITEMS)
+    return collate([share_caption(dataset, j, share, rng) for j in epoch_batch(len(dataset), batch_size, seed, step)])
 
 
 def noise_motions(x0: torch.Tensor, prob: float, max_t: int, g: torch.Generator,
@@ -333,63 +334,61 @@ def default_scheduler(num_timesteps: int) -> Any:
     return DDIMScheduler(DiffusionConfig(num_train_timesteps=num_timesteps))
 
 
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def lr_schedule(lr: float, warmup: int, steps: int) -> LRSchedule:
+    """The reward / SPL / evaluator schedule: linear warm-up, then a cosine down to 0 at `steps`
+    (min_lr_ratio 0: what the shipped reward and evaluator checkpoints were trained with)."""
+    return LRSchedule(lr=lr, max_steps=steps, warmup_steps=warmup, min_lr_ratio=0.0)
 
 
-# === the training loop (shared with SPL) ============================================================
+# === the training step (reward, SPL and evaluator), run by easytune.training.run_loop ===============
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any], int], dict[str, torch.Tensor]]
 
 
-def fit(model: torch.nn.Module, data: Iterable[dict[str, Any]], loss_fn: LossFn, *, steps: int, lr: float,
-        warmup: int, weight_decay: float = 0.0, save: Callable[[int], None] | None = None,
-        save_every: int = 0, log_every: int = 50, start_step: int = 0,
-        optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
-    """Run `steps` optimizer steps of `loss_fn(model, batch, step)["loss"]`; returns the last logged
-    means. `save(step)` is called every `save_every` steps and at the end (resume points)."""
-    from tqdm import tqdm
+def fit(model: torch.nn.Module, batch_fn: Callable[[int], dict[str, Any]], loss_fn: LossFn, *,
+        schedule: LRSchedule, seed: int = 0, weight_decay: float = 0.0,
+        optimizer: torch.optim.Optimizer | None = None, start_step: int = 0,
+        save: Callable[[int], None] | None = None, save_every: int = 0, log_every: int = 50,
+        on_step: Callable[[dict[str, float]], None] | None = None, should_stop: Callable[[], bool] | None = None,
+        progress: bool = True, desc: str = "train", grad_clip: float = 1.0) -> LoopResult:
+    """Steps start_step..schedule.max_steps-1 of `loss_fn(model, batch_fn(step), step)["loss"]`
+    (AdamW unless `optimizer` is given, gradient norm clipped to `grad_clip`) through run_loop, which
+    sets the learning rate, saves (`save(step)` every `save_every` steps and at the end), calls
+    `on_step(metrics)` after each step and stops when `should_stop()`. For an exact resume,
+    `batch_fn(step)` and the loss's own draws must depend on (seed, step) only; dropout is seeded
+    from (seed, step) here. Returns the LoopResult (step, stopped, the last step's metrics)."""
+    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=schedule.lr, weight_decay=weight_decay)
 
-    opt = optimizer or torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model.train()
-    sums: dict[str, float] = {}
-    last: dict[str, float] = {}
-    it = iter(data)
-    bar = tqdm(range(start_step, steps), initial=start_step, total=steps, disable=None, desc="train")
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, lr, warmup, steps)
-        losses = loss_fn(model, next(it), step)
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        batch = batch_fn(step)
+        seed_torch(seed, step)  # dropout
+        losses = loss_fn(model, batch, step)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            n = (step + 1 - start_step) % log_every or log_every
-            last = {k: v / n for k, v in sums.items()}
-            sums = {}
-            log.info("step %d/%d  %s", step + 1, steps, "  ".join(f"{k} {v:.4f}" for k, v in last.items()))
-        if save is not None and ((save_every and (step + 1) % save_every == 0) or step + 1 == steps):
-            save(step + 1)
-    model.eval()
-    return last
+        return losses
+
+    model.train()
+    try:
+        return run_loop(step_fn, optimizer=opt, schedule=schedule, start_step=start_step, save=save,
+                        save_every=save_every, log_every=log_every, on_step=on_step, should_stop=should_stop,
+                        progress=progress, desc=desc)
+    finally:
+        model.eval()
 
 
 def retrieval_loss_fn(text_bank: TextBank, temperature: float, fn_threshold: float, noise_prob: float = 0.0,
-                      noise_max_t: int = 0, scheduler: Any = None,
-                      generator: torch.Generator | None = None) -> LossFn:
-    """The reward model's InfoNCE loss on a collated batch, with false negatives masked."""
+                      noise_max_t: int = 0, scheduler: Any = None, seed: int = 0) -> LossFn:
+    """The reward model's InfoNCE loss on a collated batch, with false negatives masked; the noisy
+    x_t of step `step` come from step_generator(seed, step, NOISE)."""
     def loss_fn(model, batch, step):
         device = next(model.parameters()).device
         x, mask = batch["motion"].to(device), batch["mask"].to(device)
         t = None
         if noise_prob > 0 and scheduler is not None:
-            x, t = noise_motions(x, noise_prob, noise_max_t, generator, scheduler)
+            x, t = noise_motions(x, noise_prob, noise_max_t, step_generator(seed, step, NOISE), scheduler)
         tokens, tmask = text_bank.tokens(batch["captions"])
         t_emb = model.encode_text(tokens, tmask)
         m_emb = model.encode_motion(x, mask, t)
@@ -520,18 +519,22 @@ def dataset_stats(dataset) -> tuple[torch.Tensor | None, torch.Tensor | None]:
 
 # === `python -m easytune train reward` ===============================================================
 
-def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
-    """Train the reward model; writes out/{model.safetensors, config.json, README.md, retrieval.json}."""
-    from easytune.checkpoints import load_train_state, save_train_state
-    from easytune.config import save_config
+def main(cfg: RewardTrainConfig, text_encoder: Any = None, *,
+         on_step: Callable[[dict[str, float]], None] | None = None, should_stop: Callable[[], bool] | None = None,
+         progress: bool = True) -> dict[str, Any]:
+    """Train the reward model; writes out/{model.safetensors, config.json, train_config.json, README.md,
+    retrieval.json}. `on_step(metrics)` follows every step, `should_stop()` cancels: the run saves its
+    resume point and returns {"stopped": True} without the report and model card. A resumed run
+    (cfg.resume, the default) repeats the unbroken one exactly: batches, crops, captions and noise
+    come from (seed, step) only."""
+    from easytune.checkpoints import save_train_state
     from easytune.fileio import write_json
     from models.reward import RewardModel
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "train_config.json")
+    out = open_run(cfg.out, cfg)
     train = open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
     mean, std = dataset_stats(train)
     bank = TextBank(text_encoder if text_encoder is not None else default_text_encoder(device), device)
@@ -541,19 +544,10 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
              cfg.preset, n_params / 1e6, len(train), cfg.batch_size, cfg.steps,
              cfg.steps * cfg.batch_size / max(1, len(train)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if cfg.resume and (out / "config.json").is_file():
-        from easytune.checkpoints import load_checkpoint, load_weights
-
-        state = load_train_state(out, opt)
-        if state is not None:
-            load_weights(model, load_checkpoint(out, kind=KIND).state, prefix="model.")
-            start = int(state[0]["step"])
-            log.info("resuming from step %d", start)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start = resume_point(out, opt, model, kind=KIND) if cfg.resume else 0
     sched = default_scheduler(model.cfg.num_timesteps) if cfg.step_aware and cfg.noise_prob > 0 else None
     loss_fn = retrieval_loss_fn(bank, cfg.temperature, cfg.fn_threshold, cfg.noise_prob, cfg.noise_max_t,
-                                sched, gen)
+                                sched, cfg.seed)
     t0 = time.time()
 
     def save(step: int) -> None:
@@ -562,10 +556,13 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
                                      "wall_s": round(time.time() - t0, 1), "parameters": n_params})
         save_train_state(out, opt, {"step": step})
 
-    # a resumed run reshuffles from another seed rather than replaying the first batches
-    fit(model, batches(train, cfg.batch_size, cfg.seed + start, cfg.caption_share), loss_fn,
-        steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, weight_decay=cfg.weight_decay, save=save,
-        save_every=cfg.save_every, log_every=cfg.log_every, start_step=start, optimizer=opt)
+    res = fit(model, lambda step: batch_at(train, cfg.batch_size, cfg.seed, step, cfg.caption_share), loss_fn,
+              schedule=lr_schedule(cfg.lr, cfg.warmup, cfg.steps), seed=cfg.seed, optimizer=opt, start_step=start,
+              save=save, save_every=cfg.save_every, log_every=cfg.log_every, on_step=on_step,
+              should_stop=should_stop, progress=progress, desc="train reward")
+    if res.stopped:
+        log.info("stopped at step %d of %d; run again to resume", res.step, cfg.steps)
+        return {"out": str(out), "retrieval": None, "step": res.step, "stopped": True}
     report = None
     if cfg.eval_seeds:
         report = retrieval_report(model, eval_groups(cfg.data, mean, std, cfg.tiny), bank, cfg.eval_seeds)
@@ -578,7 +575,7 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None) -> dict[str, Any]:
         "Command": f"`{command_for('python -m easytune train reward', cfg)}` (resolved config: train_config.json)",
         "Metrics": format_retrieval(report, "Test split") if report else "not evaluated (--eval-seeds 0)",
     })
-    return {"out": str(out), "retrieval": report}
+    return {"out": str(out), "retrieval": report, "step": res.step, "stopped": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

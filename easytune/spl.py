@@ -284,6 +284,7 @@ class SPLTrainConfig:
     log_every: int = field(default=50, metadata={"help": "steps between log lines"})
     save_every: int = field(default=250, metadata={"help": "steps between checkpoints"})
     eval_seeds: int = field(default=5, metadata={"help": "seeds of the before/after retrieval report (0 = skip)"})
+    resume: bool = field(default=True, metadata={"help": "continue from out/ if a train state is there"})
 
     def validate(self) -> None:
         if self.spl_tau <= 0 or self.temperature <= 0:
@@ -294,16 +295,18 @@ class SPLTrainConfig:
             raise UserError(f"steps must be >= 1 and batch_size >= 2, got {self.steps} and {self.batch_size}")
 
 
-def spl_loss_fn(cfg: SPLTrainConfig, text_bank: Any, scheduler: Any,
-                generator: torch.Generator, pairs: Sequence[HumanPair] = ()):
-    """Named losses for one batch: retrieval (InfoNCE), spl, human, and the weighted total."""
+def spl_loss_fn(cfg: SPLTrainConfig, text_bank: Any, scheduler: Any, pairs: Sequence[HumanPair] = ()):
+    """Named losses for one batch: retrieval (InfoNCE), spl, human, and the weighted total. Step
+    `step` draws its noisy x_t from step_generator(cfg.seed, step, NOISE) and its human pairs from
+    step_generator(cfg.seed, step, EXTRA), so a resumed run repeats the unbroken one."""
     from easytune.reward import false_negative_mask, info_nce, noise_motions
+    from easytune.training import EXTRA, NOISE, step_generator
 
     def loss_fn(model, batch, step):
         device = next(model.parameters()).device
         x, mask, t = batch["motion"].to(device), batch["mask"].to(device), None
         if cfg.noise_prob > 0 and scheduler is not None:
-            x, t = noise_motions(x, cfg.noise_prob, cfg.noise_max_t, generator, scheduler)
+            x, t = noise_motions(x, cfg.noise_prob, cfg.noise_max_t, step_generator(cfg.seed, step, NOISE), scheduler)
         tokens, tmask = text_bank.tokens(batch["captions"])
         t_emb, m_emb = model.encode_text(tokens, tmask), model.encode_motion(x, mask, t)
         exclude = false_negative_mask(batch["labels"], text_bank.sentences(batch["captions"]), cfg.fn_threshold)
@@ -313,7 +316,8 @@ def spl_loss_fn(cfg: SPLTrainConfig, text_bank: Any, scheduler: Any,
         out = {"retrieval": retrieval, "spl": spl, "mistakes": found.mistake.float().mean()}
         total = retrieval + cfg.w_spl * spl
         if pairs:
-            idx = torch.randint(len(pairs), (min(cfg.human_batch, len(pairs)),), generator=generator).tolist()
+            idx = torch.randint(len(pairs), (min(cfg.human_batch, len(pairs)),),
+                                generator=step_generator(cfg.seed, step, EXTRA)).tolist()
             human = human_pair_loss(model, [pairs[i] for i in idx], text_bank, cfg.spl_tau)
             out["human"] = human
             total = total + cfg.w_human * human
@@ -322,19 +326,22 @@ def spl_loss_fn(cfg: SPLTrainConfig, text_bank: Any, scheduler: Any,
     return loss_fn
 
 
-def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator | None = None) -> dict[str, Any]:
-    """Refine a reward checkpoint with SPL; writes out/ (checkpoint, model card, spl_report.json with
-    the retrieval report before and after)."""
+def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator | None = None, *,
+         on_step: Callable[[dict[str, float]], None] | None = None, should_stop: Callable[[], bool] | None = None,
+         progress: bool = True) -> dict[str, Any]:
+    """Refine a reward checkpoint with SPL; writes out/ (checkpoint, train_config.json, model card,
+    spl_report.json with the retrieval report before and after). `on_step(metrics)` follows every step,
+    `should_stop()` cancels (the run saves its resume point and returns {"stopped": True} without the
+    after-report and model card). A resumed run (cfg.resume) repeats the unbroken one exactly."""
     from easytune import reward as R
     from easytune.checkpoints import check_dataset, save_train_state
-    from easytune.config import save_config
     from easytune.fileio import write_json
+    from easytune.training import open_run, resume_point
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "train_config.json")
+    out = open_run(cfg.out, cfg)
     model, init = R.load_reward_model(cfg.init, device)
     train = R.open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
     check_dataset(init, R.dataset_stamp(train)["stamp"])
@@ -342,10 +349,10 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
     bank = R.TextBank(text_encoder if text_encoder is not None else R.default_text_encoder(device), device)
     pairs = materialize(read_pairs(cfg.human_pairs), regenerate) if cfg.human_pairs else []
     groups = R.eval_groups(cfg.data, mean, std, cfg.tiny) if cfg.eval_seeds else {}
-    before = R.retrieval_report(model, groups, bank, cfg.eval_seeds) if cfg.eval_seeds else None
+    before = R.retrieval_report(model, groups, bank, cfg.eval_seeds) if cfg.eval_seeds else None  # the parent
     model.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    start = resume_point(out, opt, model, kind=R.KIND) if cfg.resume else 0
     sched = R.default_scheduler(model.cfg.num_timesteps) if model.cfg.step_aware and cfg.noise_prob > 0 else None
     t0 = time.time()
     train_cfg = init.config.get("train", {})
@@ -359,9 +366,14 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
 
     log.info("SPL: %d train motions, batch %d, %d steps, w_spl %g, tau %g (applied once), k %d, %d human pairs",
              len(train), cfg.batch_size, cfg.steps, cfg.w_spl, cfg.spl_tau, cfg.spl_k, len(pairs))
-    R.fit(model, R.batches(train, cfg.batch_size, cfg.seed, cfg.caption_share), spl_loss_fn(cfg, bank, sched, gen, pairs),
-          steps=cfg.steps, lr=cfg.lr, warmup=cfg.warmup, save=save, save_every=cfg.save_every,
-          log_every=cfg.log_every, optimizer=opt)
+    res = R.fit(model, lambda step: R.batch_at(train, cfg.batch_size, cfg.seed, step, cfg.caption_share),
+                spl_loss_fn(cfg, bank, sched, pairs), schedule=R.lr_schedule(cfg.lr, cfg.warmup, cfg.steps),
+                seed=cfg.seed, optimizer=opt, start_step=start, save=save, save_every=cfg.save_every,
+                log_every=cfg.log_every, on_step=on_step, should_stop=should_stop, progress=progress,
+                desc="train spl")
+    if res.stopped:
+        log.info("stopped at step %d of %d; run again to resume", res.step, cfg.steps)
+        return {"config": asdict(cfg), "step": res.step, "stopped": True}
     report = {"config": asdict(cfg)}
     if cfg.eval_seeds:
         after = R.retrieval_report(model, groups, bank, cfg.eval_seeds)
@@ -376,7 +388,7 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
         "Metrics": (R.format_retrieval(before, "Before SPL") + "\n\n" + R.format_retrieval(report["after"], "After SPL"))
         if cfg.eval_seeds else "not evaluated (--eval-seeds 0)",
     })
-    return report
+    return {**report, "step": res.step, "stopped": False}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -154,3 +154,17 @@ def test_dataloader_workers_get_their_own_reproducible_crops(root):
     a = run(0)
     assert not torch.equal(a[0], a[1])  # batches 0 and 1 come from different workers
     assert all(torch.equal(x, y) for x, y in zip(a, run(0)))
+
+
+def test_item_draws_from_the_given_rng_only(root):
+    ds = MotionDataset(root, "train", max_frames=40)
+    i = next(i for i in range(len(ds)) if len(ds.captions(i)) > 1 or ds[i]["length"] > 20)
+    before = ds._rng.bit_generator.state
+    a, b = ds.item(i, np.random.default_rng(5)), ds.item(i, np.random.default_rng(5))
+    assert a["caption"] == b["caption"] and torch.equal(a["motion"], b["motion"])
+    assert ds._rng.bit_generator.state == before  # the running stream (DataLoader use) is untouched
+    draws = [ds.item(i, np.random.default_rng(s)) for s in range(20)]
+    assert len({(d["length"], d["caption"], float(d["motion"][0, 0])) for d in draws}) > 1  # the rng decides
+    # without random crops nothing is drawn: the deterministic item
+    fixed = MotionDataset(root, "train", max_frames=40, random_crop=False)
+    assert torch.equal(fixed.item(i, np.random.default_rng(1))["motion"], fixed[i]["motion"])

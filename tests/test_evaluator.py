@@ -10,6 +10,7 @@ from easytune import evaluator as V
 from easytune import metrics
 from easytune import reward as R
 from easytune.errors import UserError
+from easytune.training import epoch_batch
 from models.evaluator import EvaluatorModel
 from test_reward import HashTextEncoder, collate, synthetic_batches
 
@@ -73,15 +74,12 @@ def test_evaluator_training_separates_the_toy_labels(tmp_path):
     bank = R.TextBank(HashTextEncoder())
     model = EvaluatorModel(V.model_preset("tiny", embed_dim=16))
     cfg = V.EvaluatorTrainConfig(margin=3.0, fn_threshold=0.95)
-    g = torch.Generator().manual_seed(0)
 
-    def data():
-        while True:
-            order = torch.randperm(len(items), generator=g).tolist()
-            for i in range(0, len(items) - 31, 32):
-                yield collate([items[j] for j in order[i:i + 32]])
+    def batch_fn(step):
+        return collate([items[j] for j in epoch_batch(len(items), 32, 0, step)])
 
-    R.fit(model, data(), V.evaluator_loss_fn(bank, cfg), steps=80, lr=3e-3, warmup=5, log_every=40)
+    R.fit(model, batch_fn, V.evaluator_loss_fn(bank, cfg), schedule=R.lr_schedule(3e-3, 5, 80), log_every=40,
+          progress=False)
     emb = V.Embedder(model, HashTextEncoder())
     t = emb.texts([it["caption"] for it in items])
     m = emb.motions([it["motion"].numpy() for it in items])
@@ -217,3 +215,22 @@ def test_cache_tag_follows_the_effective_sampler(tmp_path):
     info["config"]["sampling"]["steps"] = 20
     (folder / "config.json").write_text(json.dumps(info))
     assert E.cache_tag(folder, None, None) == E.cache_tag(folder, None, 20) != default
+
+
+def test_evaluator_resume_after_a_cancel_is_exact(tmp_path):
+    from test_reward import assert_same_weights, interrupted, write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "data")
+    cfg = V.EvaluatorTrainConfig(data=str(data), out=str(tmp_path / "full"), preset="tiny", embed_dim=16, steps=7,
+                                 batch_size=16, lr=3e-3, warmup=2, margin=3.0, fn_threshold=0.95, save_every=3,
+                                 max_frames=28)
+    seen = []
+    V.main(cfg, text_encoder=HashTextEncoder(), on_step=seen.append, progress=False)
+    assert [m["step"] for m in seen] == list(range(1, 8)) and {"loss", "positive", "negative", "lr"} <= set(seen[0])
+    on_step, stop, _ = interrupted(5)
+    part = V.EvaluatorTrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "part")})
+    res = V.main(part, text_encoder=HashTextEncoder(), on_step=on_step, should_stop=stop, progress=False)
+    assert res == {"step": 5, "stopped": True} and not (tmp_path / "part" / "evaluator_report.json").exists()
+    res = V.main(part, text_encoder=HashTextEncoder(), progress=False)
+    assert res["step"] == 7 and not res["stopped"] and res["test_motions"] == 56
+    assert_same_weights(tmp_path / "full", tmp_path / "part")

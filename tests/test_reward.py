@@ -7,6 +7,7 @@ import torch
 
 from easytune import reward as R
 from easytune.errors import UserError
+from easytune.training import ITEMS, epoch_batch, step_rng
 from models.reward import RewardModel
 
 
@@ -192,20 +193,16 @@ def test_training_learns_the_toy_retrieval_task():
     items = synthetic_batches()
     bank = R.TextBank(HashTextEncoder())
     model = RewardModel(R.model_preset("tiny", step_aware=False))
-    g = torch.Generator().manual_seed(0)
 
-    def data():
-        while True:
-            order = torch.randperm(len(items), generator=g).tolist()
-            for i in range(0, len(items) - 31, 32):
-                yield collate([items[j] for j in order[i:i + 32]])
+    def batch_fn(step):
+        return collate([items[j] for j in epoch_batch(len(items), 32, 0, step)])
 
     # the toy captions differ by one or two words, so their hash-encoder cosines are ~0.8: a higher
     # threshold keeps the other-label captions as negatives
     loss_fn = R.retrieval_loss_fn(bank, temperature=0.1, fn_threshold=0.95)
     with torch.no_grad():
         first = float(loss_fn(model.eval(), collate(items[:32]), 0)["loss"])
-    last = R.fit(model, data(), loss_fn, steps=60, lr=3e-3, warmup=5, log_every=20)
+    last = R.fit(model, batch_fn, loss_fn, schedule=R.lr_schedule(3e-3, 5, 60), log_every=20, progress=False).last
     assert last["loss"] < first - 0.5
     with torch.no_grad():
         b = collate(items)
@@ -306,14 +303,73 @@ def test_train_reward_command_end_to_end_with_resume(tmp_path, caplog):
 def test_reward_and_evaluator_train_on_disjoint_caption_shares(tmp_path):
     data = write_toy_dataset(tmp_path / "data")
     ds = R.open_dataset(str(data), "train")
-    g = torch.Generator().manual_seed(0)
+    rng = np.random.default_rng(0)
     for i in range(5):
         caps = R.caption_choices(ds, i)
         assert len(caps) == 2
-        assert R.share_caption(ds, i, "even", g)["caption"] == caps[0]
-        assert R.share_caption(ds, i, "odd", g)["caption"] == caps[1]
-    batch = next(R.batches(ds, 8, seed=0, share="odd"))
+        assert R.share_caption(ds, i, "even", rng)["caption"] == caps[0]
+        assert R.share_caption(ds, i, "odd", rng)["caption"] == caps[1]
+    batch = R.batch_at(ds, 8, seed=0, step=0, share="odd")
     assert all(c.startswith("someone performs") for c in batch["captions"])
     assert R.RewardTrainConfig().caption_share == "even"
     from easytune.evaluator import EvaluatorTrainConfig
     assert EvaluatorTrainConfig().caption_share == "odd"
+
+
+def assert_same_weights(a, b):
+    """Two checkpoint folders hold bit-identical weights."""
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert x.keys() == y.keys()
+    for k in x:
+        assert torch.equal(x[k], y[k]), k
+
+
+def interrupted(at):
+    """(on_step, should_stop) hooks that cancel a run after `at` steps, and the metrics they saw."""
+    seen = []
+    return seen.append, (lambda: len(seen) >= at), seen
+
+
+def test_schedule_keeps_the_shipped_recipe():
+    # the reward / SPL / evaluator recipe: linear warm-up, then a cosine to 0 (the demo checkpoints' curve)
+    s = R.lr_schedule(1e-4, 100, 2000)
+    for step in (0, 50, 99, 100, 700, 1999, 2000):
+        old = 1e-4 * (step + 1) / 100 if step < 100 else 1e-4 * 0.5 * (1 + math.cos(math.pi * (step - 100) / 1900))
+        assert s.at(step) == pytest.approx(old, rel=1e-12, abs=1e-20)
+    assert R.lr_schedule(1e-5, 0, 10).at(0) == pytest.approx(1e-5)  # SPL: no warm-up
+
+
+def test_batches_are_a_function_of_seed_and_step(tmp_path):
+    data = write_toy_dataset(tmp_path / "data")
+    ds = R.open_dataset(str(data), "train", max_frames=28)
+    a, b = R.batch_at(ds, 16, 0, 3, "all"), R.batch_at(ds, 16, 0, 3, "all")
+    assert a["names"] == b["names"] and a["captions"] == b["captions"] and torch.equal(a["motion"], b["motion"])
+    assert a["names"] != R.batch_at(ds, 16, 1, 3, "all")["names"]  # another seed, another order
+    # crops and captions are drawn, not fixed: over the batches of an epoch they vary
+    epoch = [R.batch_at(ds, 16, 0, step, "all") for step in range(len(ds) // 16)]
+    assert len(ds) == 64 and sorted(n for e in epoch for n in e["names"]) == sorted(ds.names)  # each once
+    assert len({int(n) for e in epoch for n in e["lengths"]}) > 1
+    assert len({c.split()[0] for e in epoch for c in e["captions"]}) == 2  # both paraphrases drawn
+    # a drawn item is what the dataset gives for the same rng: the step's items come from (seed, step) only
+    rng = step_rng(0, 3, ITEMS)
+    first = ds.item(epoch_batch(len(ds), 16, 0, 3)[0], rng)
+    assert torch.equal(first["motion"], a["motion"][0, :first["length"]]) and first["caption"] == a["captions"][0]
+
+
+def test_reward_resume_after_a_cancel_is_exact(tmp_path):
+    data = write_toy_dataset(tmp_path / "data")
+    cfg = R.RewardTrainConfig(data=str(data), out=str(tmp_path / "full"), preset="tiny", steps=7, batch_size=16,
+                              lr=2e-3, warmup=2, fn_threshold=0.95, save_every=3, eval_seeds=0, max_frames=28)
+    seen = []
+    R.main(cfg, text_encoder=HashTextEncoder(), on_step=seen.append, progress=False)
+    assert [m["step"] for m in seen] == list(range(1, 8)) and {"loss", "lr", "n_excluded"} <= set(seen[0])
+    on_step, stop, _ = interrupted(4)
+    part = R.RewardTrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "part")})
+    res = R.main(part, text_encoder=HashTextEncoder(), on_step=on_step, should_stop=stop, progress=False)
+    assert res["stopped"] and res["step"] == 4 and not (tmp_path / "part" / "README.md").exists()
+    res = R.main(part, text_encoder=HashTextEncoder(), progress=False)
+    assert res["step"] == 7 and not res["stopped"]
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+    assert (tmp_path / "part" / "README.md").is_file() and (tmp_path / "part" / "train_config.json").is_file()

@@ -133,7 +133,7 @@ def test_spl_loss_fn_combines_named_terms():
     bank = R.TextBank(HashTextEncoder())
     cfg = S.SPLTrainConfig(noise_prob=0.0, w_spl=0.5)
     model = tiny_model(step_aware=False)
-    fn = S.spl_loss_fn(cfg, bank, None, torch.Generator().manual_seed(0), pairs=())
+    fn = S.spl_loss_fn(cfg, bank, None, pairs=())
     with torch.no_grad():
         out = fn(model, collate(items), 0)
     assert set(out) == {"loss", "retrieval", "spl", "mistakes"}
@@ -172,3 +172,34 @@ def test_train_spl_command_end_to_end(tmp_path):
     a, _ = R.load_reward_model(str(tmp_path / "rw"), "cpu")
     b, _ = R.load_reward_model(str(tmp_path / "spl"), "cpu")
     assert any(not torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_spl_resume_after_a_cancel_is_exact(tmp_path):
+    from test_reward import assert_same_weights, interrupted, write_toy_dataset
+
+    data = write_toy_dataset(tmp_path / "data")
+    R.main(R.RewardTrainConfig(data=str(data), out=str(tmp_path / "rw"), preset="tiny", steps=4, batch_size=16,
+                               lr=2e-3, warmup=2, fn_threshold=0.95, eval_seeds=0, max_frames=28),
+           text_encoder=HashTextEncoder(), progress=False)
+    votes = tmp_path / "votes.jsonl"
+    S.write_pairs(votes, [_pair("a"), _pair("tie"), _pair("b")])
+    regen = lambda prompt, spec: np.zeros((10, 263), np.float32)  # noqa: E731
+    cfg = S.SPLTrainConfig(data=str(data), init=str(tmp_path / "rw"), out=str(tmp_path / "full"), steps=6,
+                           batch_size=16, lr=1e-3, warmup=1, fn_threshold=0.95, human_pairs=str(votes),
+                           human_batch=2, eval_seeds=0, save_every=2, max_frames=28)
+    seen = []
+    S.main(cfg, text_encoder=HashTextEncoder(), regenerate=regen, on_step=seen.append, progress=False)
+    assert [m["step"] for m in seen] == list(range(1, 7)) and {"spl", "human", "retrieval", "lr"} <= set(seen[0])
+    on_step, stop, _ = interrupted(3)
+    part = S.SPLTrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "part")})
+    res = S.main(part, text_encoder=HashTextEncoder(), regenerate=regen, on_step=on_step, should_stop=stop,
+                 progress=False)
+    assert res["stopped"] and res["step"] == 3
+    assert json.loads((tmp_path / "part" / "config.json").read_text())["meta"]["steps"] == 3
+    res = S.main(part, text_encoder=HashTextEncoder(), regenerate=regen, progress=False)
+    assert res["step"] == 6 and not res["stopped"]
+    assert_same_weights(tmp_path / "full", tmp_path / "part")
+    # --no-resume starts again from the parent and, with the same seed, ends in the same place too
+    S.main(S.SPLTrainConfig(**{**part.__dict__, "resume": False}), text_encoder=HashTextEncoder(), regenerate=regen,
+           progress=False)
+    assert_same_weights(tmp_path / "full", tmp_path / "part")

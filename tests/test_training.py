@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
 from easytune.errors import UserError
-from easytune.training import LRSchedule, NonFiniteError, run_loop, step_generator, step_rng
+from easytune.training import (LRSchedule, NonFiniteError, epoch_batch, open_run, resume_point, run_loop, seed_torch,
+                               step_generator, step_rng)
 
 
 def test_schedule_warmup_then_cosine_to_floor():
@@ -78,3 +80,49 @@ def test_non_finite_metric_stops_before_saving():
         run_loop(step_fn, optimizer=None, schedule=None, max_steps=10, save=saves.append, save_every=2,
                  progress=False)
     assert saves == [2, 4]
+
+
+def test_epoch_batches_cover_every_item_once_per_epoch():
+    epoch0 = [epoch_batch(10, 3, 0, step) for step in range(3)]  # 3 full batches per epoch, one item left over
+    flat = [i for b in epoch0 for i in b]
+    assert all(len(b) == 3 for b in epoch0) and len(set(flat)) == 9
+    assert epoch_batch(10, 3, 0, 3) != epoch0[0] or epoch_batch(10, 3, 0, 4) != epoch0[1]  # epoch 1 reshuffles
+    assert epoch_batch(10, 3, 0, 7) == epoch_batch(10, 3, 0, 7) and epoch_batch(10, 3, 1, 0) != epoch0[0]
+    with pytest.raises(UserError, match="fewer than batch_size=4"):
+        epoch_batch(3, 4, 0, 0)
+
+
+def test_seed_torch_repeats_dropout_per_step():
+    drop = torch.nn.Dropout(0.5)
+    seed_torch(3, 10)
+    a = drop(torch.ones(64))
+    torch.rand(5)  # whatever ran in between
+    seed_torch(3, 10)
+    assert torch.equal(a, drop(torch.ones(64)))
+    seed_torch(3, 11)
+    assert not torch.equal(a, drop(torch.ones(64)))
+
+
+def test_run_folder_config_and_resume_point(tmp_path):
+    from dataclasses import dataclass
+
+    from easytune.checkpoints import save_checkpoint, save_train_state
+
+    @dataclass
+    class Cfg:
+        lr: float = 0.1
+
+    folder = open_run(tmp_path / "run", Cfg(lr=0.5))
+    assert json.loads((folder / "train_config.json").read_text()) == {"lr": 0.5}
+    w, opt, step_fn = _toy()
+    module = torch.nn.Module()
+    module.w = w
+    assert resume_point(folder, opt, module, kind="toy") == 0  # nothing saved yet
+    run_loop(step_fn, optimizer=opt, schedule=LRSchedule(0.1, 3), progress=False)
+    save_checkpoint(folder, {"model.w": w.detach().clone()}, kind="toy", config={})
+    save_train_state(folder, opt, {"step": 3})
+    w2, opt2, _ = _toy()
+    other = torch.nn.Module()
+    other.w = w2
+    assert resume_point(folder, opt2, other, kind="toy") == 3
+    assert torch.equal(w2, w) and not torch.equal(w, torch.tensor([3.0]))
