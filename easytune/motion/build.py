@@ -21,6 +21,7 @@ reported and skipped; the folder is assembled under a temporary name and renamed
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -109,7 +110,11 @@ def process_entry(entry, cfg: BuildConfig) -> tuple[list[tuple[Motion, np.ndarra
     from easytune.motion.features import extract_features, mirror_features
     from easytune.motion.skeleton import FPS
 
+    from easytune.motion.bvh import BadMeta
+
     try:
+        if isinstance(entry.meta, BadMeta):
+            raise UserError(f"{entry.source}: {entry.meta.reason}.")
         label = parse_label(entry.name, entry.meta)
         for kind, value, known in (("content", label.content, CONTENT_PHRASES), ("style", label.style, STYLE_WORDS)):
             if value not in known:
@@ -233,10 +238,26 @@ def _hash_tree(root: Path, settings: dict) -> str:
     return h.hexdigest()[:16]
 
 
-def _prepare_out(out: Path) -> Path:
+def _check_out(out: Path) -> None:
+    """--out is a new folder or a dataset this command built (it is replaced); nothing is created."""
+    from easytune.inputs import check_output_path
+
+    check_output_path(out, kind="dir")
     if out.exists() and not (out / "dataset.json").is_file():
-        raise UserError(f"{out} exists and is not a dataset built by this command; choose a new --out folder "
+        raise UserError(f"--out {out} exists and is not a dataset built by this command; choose a new --out folder "
                         f"(an existing built dataset there is replaced).")
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of `path` (itself included) that do not exist yet, innermost first."""
+    missing = []
+    while not path.exists() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _prepare_out(out: Path) -> Path:
     tmp = out.parent / f".{out.name}.building-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -271,6 +292,12 @@ def build_dataset(sources: list[tuple[str, Path]], out: str | os.PathLike, cfg: 
     cfg.validate()
     t0 = time.perf_counter()
     out = Path(out)
+    _check_out(out)
+    for kind, path in sources:
+        if not (path.is_file() if kind == "archive" else path.is_dir()):
+            what = "a .tar/.tar.xz of BVH files" if kind == "archive" else "a folder of .bvh files"
+            raise UserError(f"{path} does not exist or is not {what}.")
+    made = _missing_parents(out.parent)  # created for the build, removed again if it fails
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _prepare_out(out)
     try:
@@ -301,8 +328,12 @@ def build_dataset(sources: list[tuple[str, Path]], out: str | os.PathLike, cfg: 
                 pool.close()
                 pool.join()
         if not motions:
-            raise UserError(f"no usable motion in {[str(p) for _, p in sources]}: {files_read} BVH file(s) read, "
-                            f"{len(errors)} skipped, {sum(dropped.values())} shorter than {cfg.min_frames} frames.")
+            reasons = [msg if not src else f"{src}: {msg}" for src, msg in errors]
+            more = f"; and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+            why = f" Problems: {'; '.join(r.rstrip('.') for r in reasons[:3])}{more}." if reasons else ""
+            raise UserError(f"no usable motion in {', '.join(str(p) for _, p in sources)}: {files_read} BVH file(s) "
+                            f"read, {len(errors)} skipped, {sum(dropped.values())} shorter than {cfg.min_frames} "
+                            f"frames.{why}")
 
         # Splits by source file; held-out label combinations go to test entirely.
         src_combo = {m.source: (m.content, m.style) for m in motions if not m.mirrored}
@@ -350,6 +381,9 @@ def build_dataset(sources: list[tuple[str, Path]], out: str | os.PathLike, cfg: 
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
         raise
     return info
 
@@ -402,8 +436,13 @@ def dataset_stats(root: str | os.PathLike) -> dict:
     from easytune.motion.captions import parse_text_line
     from easytune.motion.dataset import load_dataset_info
 
+    _check_dataset_files(Path(root))
     info = load_dataset_info(root)
     root = Path(root)
+    missing_splits = [s for s in ("train", "val", "test") if s not in info["splits"]]
+    if missing_splits:
+        raise UserError(f"dataset {root} lacks the split file(s) {', '.join(s + '.txt' for s in missing_splits)}; "
+                        f"a dataset needs train.txt, val.txt and test.txt (rebuild it).")
     out: dict = {"root": str(root), "stamp": info["stamp"], "splits": {}}
     vocab: Counter = Counter()
     n_caps = 0
@@ -411,11 +450,13 @@ def dataset_stats(root: str | os.PathLike) -> dict:
     counted: set[str] = set()
     for split, ids in info["splits"].items():
         frames = n = 0
+        missing = [i for i in ids if not (root / "new_joint_vecs" / f"{i}.npy").is_file()]
+        if missing:
+            raise UserError(f"dataset {root}: {len(missing)} motion(s) listed in {split}.txt have no "
+                            f"new_joint_vecs/ file (e.g. {missing[0]}.npy); rebuild the dataset.")
         for i in ids:
             p = root / "new_joint_vecs" / f"{i}.npy"
-            if not p.is_file():
-                continue
-            t = int(np.load(p, mmap_mode="r").shape[0])
+            t = _feature_frames(p)
             frames += t
             n += 1
             if i not in counted and split in ("train", "val", "test"):
@@ -423,7 +464,7 @@ def dataset_stats(root: str | os.PathLike) -> dict:
                 all_frames += t
                 tp = root / "texts" / f"{i}.txt"
                 if tp.is_file():
-                    for line in tp.read_text(encoding="utf-8").splitlines():
+                    for line in _read_text(tp).splitlines():
                         if line.strip():
                             cap = parse_text_line(line)[0]
                             n_caps += 1
@@ -442,6 +483,52 @@ def dataset_stats(root: str | os.PathLike) -> dict:
     return out
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; the dataset is damaged (rebuild it).") from None
+
+
+def _check_dataset_files(root: Path) -> None:
+    """The dataset's JSON and split files are readable (what load_dataset_info reads unguarded)."""
+    for name in ("labels.json", "dataset.json"):
+        p = root / name
+        if p.is_file():
+            try:
+                data = json.loads(_read_text(p))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{p} is not valid JSON ({e.msg} at line {e.lineno}); the dataset is damaged "
+                                f"(rebuild it).") from None
+            if not isinstance(data, dict):
+                raise UserError(f"{p} holds a {type(data).__name__}, not a JSON object; the dataset is damaged.")
+            if name == "labels.json":
+                bad = [k for k, v in data.items() if not (isinstance(v, dict) and all(
+                    isinstance(v.get(f), str) for f in ("content", "style", "source")))]
+                if bad:
+                    raise UserError(f"{p}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} (e.g. {bad[0]!r}) lack "
+                                    f"text 'content', 'style' and 'source'; the dataset is damaged (rebuild it).")
+    for p in sorted(root.glob("*.txt")):
+        _read_text(p)
+
+
+def _dataset_array(path: Path, tail: tuple[int, ...], mmap: bool = False) -> np.ndarray:
+    """One array file of a dataset with shape (frames, *tail); UserError if it is missing or damaged."""
+    try:
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is not a readable .npy array ({e}); the dataset is damaged (rebuild it).") from None
+    if array.ndim != 1 + len(tail) or array.shape[1:] != tail:
+        raise UserError(f"{path} has shape {array.shape}, expected (frames, {', '.join(map(str, tail))}); the "
+                        f"dataset is damaged (rebuild it).")
+    return array
+
+
+def _feature_frames(path: Path) -> int:
+    """Frames of one new_joint_vecs/ file, read from its header."""
+    return int(_dataset_array(path, (263,), mmap=True).shape[0])
+
+
 def sided_check(root: Path, labels: dict) -> str:
     """Left/right sanity of a built dataset: among motions whose content names a hand
     (wave-left-hand, raise-up-right-hand, ...; mirrors included), how many move that wrist more
@@ -455,7 +542,10 @@ def sided_check(root: Path, labels: dict) -> str:
         if "hand" not in words or ("left" in words) == ("right" in words):
             continue
         side, other = ("left", "right") if "left" in words else ("right", "left")
-        j = np.load(root / "new_joints" / f"{name}.npy")
+        j = _dataset_array(root / "new_joints" / f"{name}.npy", (22, 3))
+        if not np.isfinite(j).all():
+            raise UserError(f"{root / 'new_joints' / (name + '.npy')} has NaN or infinite values; the dataset is "
+                            f"damaged (rebuild it).")
         travel = np.abs(np.diff(j - j[:, :1], axis=0)).sum(axis=(0, 2))
         ok += int(travel[wrist[side]] > travel[wrist[other]])
         total += 1
@@ -468,15 +558,17 @@ DEFAULT_ARCHIVES = Path(__file__).resolve().parents[2].parent / "shared" / "data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from easytune.cli import HelpFormatter
+
     sub = parser.add_subparsers(dest="action", required=True, metavar="{build,stats}")
     build = sub.add_parser("build", help="build a dataset from BVH files")
     kinds = build.add_subparsers(dest="kind", required=True, metavar="{bandai,folder}")
     bandai = kinds.add_parser("bandai", help="from the Bandai Namco archives, read in place",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=HelpFormatter)
     bandai.add_argument("--archives", type=Path, default=DEFAULT_ARCHIVES,
                         help="folder holding bandai-namco-*.tar.xz (or one archive)")
     folder = kinds.add_parser("folder", help="from a folder of BVH files with labels in names or JSON",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              formatter_class=HelpFormatter)
     folder.add_argument("--src", type=Path, required=True, help="folder of .bvh files (searched recursively)")
     for p in (bandai, folder):
         p.add_argument("--out", type=Path, required=True, help="dataset folder to write (replaced if it is one)")
@@ -494,6 +586,14 @@ def _archives(path: Path) -> list[tuple[str, Path]]:
         raise UserError(f"no bandai-namco-*.tar.xz archive in {path}; pass --archives with the folder "
                         f"that holds them (e.g. ../shared/data/bandai-namco).")
     return [("archive", p) for p in found]
+
+
+def _stamp_of(out: Path) -> str | None:
+    """The stamp of the dataset built in `out` before, or None."""
+    try:
+        return json.loads((out / "dataset.json").read_text(encoding="utf-8")).get("stamp", "?")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -518,11 +618,14 @@ def run(args: argparse.Namespace) -> int:
         desc = f"python -m easytune data build folder --src {args.src} --out {args.out}"
     t0 = time.perf_counter()
     bandai = args.kind == "bandai"
+    replaced = _stamp_of(args.out)
     info = build_dataset(sources, args.out, cfg, description=desc, license=LICENSE if bandai else None,
                          attribution=ATTRIBUTION if bandai else None)
     c = info["counts"]
     print(f"wrote {args.out}: {c['motions']} motions from {c['files_read']} BVH files, splits {c['splits']}, "
           f"stamp {info['stamp']}, {time.perf_counter() - t0:.1f} s")
+    if replaced is not None:
+        print(f"replaced the dataset that was in {args.out} (stamp {replaced})")
     if info["skipped"]:
         print(f"skipped {len(info['skipped'])} file(s):")
         for s in info["skipped"]:

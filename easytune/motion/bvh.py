@@ -236,12 +236,32 @@ def read_bvh(path: str | os.PathLike) -> BVHMotion:
 
 @dataclass
 class BVHEntry:
-    """A BVH file found in a folder or archive, with the JSON beside it (None if there is none)."""
+    """A BVH file found in a folder or archive, with the JSON beside it (None if there is none,
+    BadMeta if it cannot be read)."""
 
     name: str  # file name without folders, e.g. dataset-1_walk_happy_001.bvh
     source: str  # where it came from, for messages: archive.tar.xz:member or a path
     text: str
-    meta: dict | None
+    meta: "dict | BadMeta | None"
+
+
+def _parse_meta(raw: bytes, source: str) -> dict | BadMeta:
+    """A label file's JSON object, or BadMeta saying why it is not one (its BVH is then skipped with
+    that reason rather than read with the labels silently dropped)."""
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return BadMeta(f"its labels file {source} is not valid JSON ({e}); fix or remove it")
+    if not isinstance(meta, dict):
+        return BadMeta(f"its labels file {source} holds a {type(meta).__name__}, not a JSON object; fix or remove it")
+    return meta
+
+
+@dataclass(frozen=True)
+class BadMeta:
+    """A label file beside a BVH that cannot be read; `reason` is the sentence to report."""
+
+    reason: str
 
 
 def _decode(raw: bytes, source: str) -> str:
@@ -264,7 +284,7 @@ def iter_archive(path: str | os.PathLike, pattern: str = "*.bvh", limit: int | N
     if not path.is_file():
         raise UserError(f"archive {path} does not exist; give a .tar/.tar.xz of BVH files.")
     waiting: dict[str, tuple[str, str]] = {}  # stem -> (name, text) of BVH waiting for their JSON
-    metas: dict[str, dict | None] = {}
+    metas: dict[str, dict | BadMeta | None] = {}
     count = 0
     try:
         tf = tarfile.open(path, mode="r:*")
@@ -280,11 +300,7 @@ def iter_archive(path: str | os.PathLike, pattern: str = "*.bvh", limit: int | N
             stem, ext = os.path.splitext(base)
             source = f"{path.name}:{member.name}"
             if ext == ".json":
-                raw = tf.extractfile(member).read()
-                try:
-                    metas[stem] = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    metas[stem] = None
+                metas[stem] = _parse_meta(tf.extractfile(member).read(), source)
                 if stem in waiting:
                     name, text = waiting.pop(stem)
                     count += 1
@@ -324,13 +340,8 @@ def iter_folder(folder: str | os.PathLike, pattern: str = "*.bvh", limit: int | 
     for k, p in enumerate(files):
         if limit is not None and k >= limit:
             return
-        meta = None
         js = p.with_suffix(".json")
-        if js.is_file():
-            try:
-                meta = json.loads(js.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                meta = None
+        meta = _parse_meta(js.read_bytes(), str(js)) if js.is_file() else None
         try:
             text = _decode(p.read_bytes(), str(p))
         except UserError as e:
