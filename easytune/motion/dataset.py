@@ -6,6 +6,9 @@ Items follow HumanML3D's text-to-motion loader: a caption is drawn from the moti
 caption with start/end times applies to that segment only), the motion is cropped to a multiple of
 `unit` frames between `min_frames` and `max_frames` (one unit shorter with probability 1/3, as
 HumanML3D does, so lengths vary), at a random start, and normalized with the dataset's Mean/Std.
+`item(index, rng)` draws caption and crop from the rng it is given (the trainers pass one keyed by
+(seed, step), so a resumed run repeats its crops); `dataset[index]` draws from the dataset's own
+running stream (DataLoader use).
 """
 
 from __future__ import annotations
