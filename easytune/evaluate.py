@@ -135,10 +135,13 @@ class TestSet:
 
 
 def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 0,
-                  generate: Generator | None = None, cache: MotionCache | None = None) -> dict[str, Any]:
+                  generate: Generator | None = None, cache: MotionCache | None = None,
+                  reward: Callable[[Sequence[np.ndarray], Sequence[str]], float] | None = None) -> dict[str, Any]:
     """All replications; returns {"protocol", "rows": {row: {metric: [values per replication]}}}.
 
     Rows: "real" (the test set itself; FID = real half vs real half) and, with `generate`, "generated".
+    `reward(motions, texts) -> mean reward` adds a "reward" metric (the reward model's view, beside the
+    evaluator's; see `reward_mean`).
     """
     if len(test.motions) < protocol.r_batch:
         raise UserError(f"the test set has {len(test.motions)} motions; R-Precision needs at least "
@@ -158,7 +161,10 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
         s = seed + r
         texts = test.draw_captions(s)
         text_emb = embedder.texts(texts)
-        add("real", {**set_metrics(text_emb, real_emb, test.labels, None, protocol, s), **real_phys})
+        real_values = {**set_metrics(text_emb, real_emb, test.labels, None, protocol, s), **real_phys}
+        if reward is not None:
+            real_values["reward"] = reward(test.motions, texts)
+        add("real", real_values)
         if generate is None:
             continue
         make = lambda: generate(texts, lengths, s, protocol.steps)  # noqa: E731
@@ -167,6 +173,8 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
         gen_emb = embedder.motions(gen)
         values = set_metrics(text_emb, gen_emb, test.labels, real_emb, protocol, s)
         values["MultiModality"] = _multimodality(test, embedder, protocol, s, generate, cache)
+        if reward is not None:
+            values["reward"] = reward(gen, texts)
         add("generated", {**values, **physical(gen, test.mean, test.std)})
     return {"protocol": protocol.describe(), "seed": seed, "rows": rows}
 
@@ -193,6 +201,26 @@ def _multimodality(test: TestSet, embedder: Any, protocol: Protocol, seed: int, 
     return metrics.multimodality(emb, protocol.mm_pairs, seed)
 
 
+def reward_mean(scorer: Any, batch: int = 64) -> Callable[[Sequence[np.ndarray], Sequence[str]], float]:
+    """(motions normalized (T_i, 263), texts) -> mean reward-model reward (cosine in [-1, 1])."""
+    import torch
+
+    def fn(motions: Sequence[np.ndarray], texts: Sequence[str]) -> float:
+        total = 0.0
+        for a in range(0, len(motions), batch):
+            chunk = [np.asarray(m, dtype=np.float32) for m in motions[a:a + batch]]
+            T = max(len(m) for m in chunk)
+            x = np.zeros((len(chunk), T, chunk[0].shape[1]), dtype=np.float32)
+            mask = np.zeros((len(chunk), T), dtype=bool)
+            for i, m in enumerate(chunk):
+                x[i, :len(m)], mask[i, :len(m)] = m, True
+            with torch.no_grad():
+                total += float(scorer(torch.from_numpy(x), list(texts[a:a + batch]), None,
+                                      mask=torch.from_numpy(mask)).sum())
+        return total / len(motions)
+    return fn
+
+
 # === tables ============================================================================================
 
 LOWER_IS_BETTER = {"FID", "MM-Dist", "foot_skating", "floor_penetration", "jerk"}
@@ -209,7 +237,8 @@ def format_table(result: dict[str, Any], names: dict[str, str] | None = None) ->
     names = names or {}
     standard = ["R-Precision top-1", "R-Precision top-2", "R-Precision top-3", "FID", "MM-Dist", "Diversity",
                 "MultiModality"]
-    plaus = ["foot_skating", "floor_penetration", "jerk"]
+    plaus = ["foot_skating", "floor_penetration", "jerk"] + (
+        ["reward"] if any("reward" in v for v in summary.values()) else [])
     out = [f"Protocol: {result['protocol']}. Real-row FID is one half of the test set vs the other "
            f"(the metric's floor at this size); real MultiModality is not defined.", ""]
     for cols in (standard, plaus):
@@ -326,6 +355,7 @@ class EvaluateConfig:
     out: str = field(default="runs/evaluate", metadata={"help": "folder for results.json and table.md"})
     max_motions: int = field(default=0, metadata={"help": "use only the first N test motions (0 = all)"})
     tiny: int = field(default=0, metadata={"help": "use only the first N motions of each split (0 = all; smoke runs)"})
+    reward: str = field(default="", metadata={"help": "also report this reward model's mean reward (e.g. reward; empty = off)"})
     device: str = field(default="auto", metadata={"help": "auto = cuda if available, else cpu"})
 
 
@@ -346,7 +376,17 @@ def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | No
     if cfg.checkpoint and generate is None:
         generate, cache = cached_generator(cfg.checkpoint, str(device), cfg.guidance, protocol, cfg.cache,
                                            ckpt.dataset.get("stamp"))
-    result = evaluate_sets(test, embedder, protocol, cfg.seed, generate, cache)
+    reward = None
+    if cfg.reward:
+        from easytune.reward import RewardScorer, load_reward_model
+
+        reward_model, reward_ckpt = load_reward_model(cfg.reward, device)
+        stamp = ckpt.dataset.get("stamp")
+        if stamp and reward_ckpt.dataset.get("stamp") not in (None, stamp):
+            raise UserError(f"reward model {reward_ckpt.path} was trained on another dataset than evaluator "
+                            f"{ckpt.path}; their normalizations differ")
+        reward = reward_mean(RewardScorer(reward_model, text_encoder))
+    result = evaluate_sets(test, embedder, protocol, cfg.seed, generate, cache, reward)
     result.update(config=asdict(cfg), summary=summarize(result), evaluator=str(ckpt.path),
                   test_motions=len(test.motions))
     table = format_table(result, {"real": "real test set", "generated": cfg.checkpoint or "generated"})

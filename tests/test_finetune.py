@@ -298,3 +298,25 @@ def test_run_plot_and_selection_refuse_test_split(ckpts, tmp_path, text_encoder)
     assert png.stat().st_size > 5000
     with pytest.raises(UserError, match="test split"):
         S.main(S.SelectConfig(run=str(run), split="test"))
+
+
+def test_evaluate_reads_a_lora_checkpoint_and_reports_reward(ckpts, tmp_path, text_encoder):
+    import numpy as np
+
+    from easytune import evaluate as E
+    from easytune.reward import RewardScorer, load_reward_model
+
+    cfg = _cfg(ckpts, tmp_path, lora_rank=2, trajectories=1, val_prompts=0)
+    H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    last = tmp_path / "run" / "last"
+    assert load_checkpoint(last).kind == "lora"
+    gen, path = E.checkpoint_generator(str(last), "cpu", None)
+    motions = gen(["a person waves", "a person walks"], [24, 30], 0, None)
+    assert [m.shape for m in motions] == [(24, 263), (30, 263)]
+    assert E.cache_tag(last, None, None).endswith("_s3_g2_e0")
+    model, _ = load_reward_model(str(ckpts / "reward"), "cpu")
+    scorer = RewardScorer(model, text_encoder)
+    fn = E.reward_mean(scorer, batch=1)
+    want = np.mean([float(scorer(torch.from_numpy(m)[None], [t], None)) for m, t in
+                    zip(motions, ["a person waves", "a person walks"])])
+    assert fn(motions, ["a person waves", "a person walks"]) == pytest.approx(want, abs=1e-5)
