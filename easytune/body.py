@@ -38,6 +38,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from easytune.errors import UserError
 from easytune.fileio import atomic_path
+from easytune.inputs import MAX_COORD_M, check_fps
 from easytune.motion.quaternion import matrix_to_quat, qbetween, qfix, quat_to_axis_angle, quat_to_matrix
 from easytune.motion.skeleton import FPS, JOINT_NAMES, PARENTS
 
@@ -470,6 +471,10 @@ def _check_joints(joints: Any) -> np.ndarray:
         raise UserError(f"joint positions must have shape (frames, 22, 3), got {tuple(j.shape)}")
     if not np.isfinite(j).all():
         raise UserError("joint positions contain NaN or infinite values")
+    big = float(np.abs(j).max())
+    if big > MAX_COORD_M:  # 1e30 would pass the finiteness check and render as garbage
+        raise UserError(f"joint positions reach {big:.3g} m; at most {MAX_COORD_M:g} m from the origin is allowed "
+                        f"(joint positions are metres)")
     return j
 
 
@@ -492,6 +497,7 @@ def joints_to_smpl(joints: np.ndarray, body: Body, *, smooth: bool = True, fps: 
     the result.
     """
     X = _check_joints(joints)
+    fps = check_fps(fps, "fps")
     T = X.shape[0]
     J = body.rest_joints
     G = np.zeros((T, NUM_BODY_JOINTS, 3, 3))  # global rotation of each joint's frame
@@ -614,23 +620,25 @@ def mesh_sequence(joints: np.ndarray, body: Body, *, smooth: bool = True) -> tup
 # --- `python -m easytune body` -----------------------------------------------------------------------
 
 def add_arguments(parser: Any) -> None:
-    parser.add_argument("joints", help="joint positions .npy, (frames, 22, 3), y-up metres (HumanML3D new_joints)")
+    parser.add_argument("joints", help="motion file: joints .npy (frames, 22, 3) y-up metres (HumanML3D new_joints), "
+                        "features .npy (frames, 263) or .bvh")
     parser.add_argument("--kind", default="default", choices=KINDS, help="body model")
     parser.add_argument("--gender", default="neutral", choices=GENDERS, help="body preset")
     parser.add_argument("--smpl-path", default=None, help=f"official SMPL .pkl or folder (else ${SMPL_PATH_ENV})")
     parser.add_argument("--lite", action="store_true", help="the ~4k-vertex Anny render mesh")
     parser.add_argument("--fps", type=float, default=float(FPS), help="frame rate of the joints")
-    parser.add_argument("--repeat", type=int, default=5, help="timing runs (the best is reported)")
+    parser.add_argument("--repeat", type=int, default=5, help="timing runs (the best is reported), 1 to 1000")
 
 
 def run(args: Any) -> int:
     """Fit the body to a joints file and report IK and mesh timings (files: `python -m easytune export`)."""
     import time
 
-    try:
-        joints = np.load(args.joints, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read joints file {args.joints} ({e}); give a .npy of shape (frames, 22, 3)") from None
+    from easytune.inputs import check_count, check_fps, load_motion_file
+
+    fps = check_fps(args.fps, "--fps")
+    check_count(args.repeat, "--repeat", high=1000)
+    joints = load_motion_file(args.joints).joints
     body = load_body(args.kind, args.gender, smpl_path=args.smpl_path, lite=args.lite)
 
     def best_ms(fn: Any) -> float:
@@ -641,8 +649,8 @@ def run(args: Any) -> int:
             times.append(time.perf_counter() - start)
         return 1000.0 * min(times)
 
-    params, _ = fit_body(joints, body, fps=args.fps)
-    ik_ms = best_ms(lambda: joints_to_smpl(joints, body, fps=args.fps))
+    params, _ = fit_body(joints, body, fps=fps)
+    ik_ms = best_ms(lambda: joints_to_smpl(joints, body, fps=fps))
     fwd_ms = best_ms(lambda: body.forward(params))
     T = params.num_frames
     print(f"{body}: {T} frames; IK {ik_ms:.1f} ms ({ik_ms * 120 / T:.1f} ms per 120 frames); mesh forward "

@@ -28,6 +28,10 @@ def stick_figure_frames(joints: np.ndarray, *, size: int = 320, title: str | Non
     joints = np.asarray(joints, dtype=np.float32)
     if joints.ndim != 3 or joints.shape[1:] != (NUM_JOINTS, 3) or len(joints) == 0:
         raise UserError(f"joints must have shape (frames, {NUM_JOINTS}, 3), got {joints.shape}")
+    if not np.isfinite(joints).all():
+        raise UserError("joints contain NaN or infinite values; a preview needs finite joint positions")
+    if not 64 <= size <= 2048:
+        raise UserError(f"preview size must be between 64 and 2048 pixels, got {size}")
     dpi = 80
     fig = plt.figure(figsize=(size / dpi, size / dpi), dpi=dpi)
     ax = fig.add_subplot(projection="3d")
@@ -66,6 +70,9 @@ def stick_figure_video(joints: np.ndarray, path: str | Path, *, fps: int = FPS, 
 
     import imageio.v2 as imageio
 
+    from easytune.inputs import check_fps
+
+    fps = check_fps(fps, "preview fps", high=120)
     frames = stick_figure_frames(joints, size=size, title=title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

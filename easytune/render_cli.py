@@ -17,28 +17,19 @@ import numpy as np
 from easytune.config import add_config_args, config_from_args
 from easytune.errors import UserError
 from easytune.fileio import write_json
-from easytune.render import BODY_KINDS, RenderConfig, body_motions, render_video
+from easytune.inputs import check_output_path, load_motion_file
+from easytune.render import BODY_KINDS, VIDEO_SUFFIXES, RenderConfig, body_motions, render_video
 
 
 def load_joints(path: str | Path) -> np.ndarray:
-    """A (T, 22, 3) joint-position .npy file; UserError says what is wrong with any other file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"joint file {path} does not exist")
-    try:
-        joints = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable .npy array ({e})") from None
-    if joints.ndim != 3 or joints.shape[1:] != (22, 3) or len(joints) == 0:
-        raise UserError(f"{path} must hold joint positions of shape (frames, 22, 3), got {joints.shape}")
-    if not np.isfinite(joints).all():
-        raise UserError(f"{path} contains NaN or infinite joint positions")
-    return joints.astype(np.float32)
+    """(T, 22, 3) float32 joint positions in metres from a user's motion file (.npy joints or
+    features, or .bvh), checked by the one loader, `easytune.inputs.load_motion_file`."""
+    return load_motion_file(path).joints
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--joints", type=Path, required=True,
-                        help="first motion: .npy of shape (frames, 22, 3), metres")
+                        help="first motion: .npy joints (frames, 22, 3) in metres or features (frames, 263), or .bvh")
     parser.add_argument("--joints2", type=Path, default=None, help="optional second motion, drawn side by side")
     parser.add_argument("--labels", default=None, help="comma-separated lane labels, e.g. base,easytune")
     parser.add_argument("--out", type=Path, required=True, help="video file: .mp4 (H.264) or .gif")
@@ -53,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(RenderConfig, args)
     cfg.validate()
+    out_path = check_output_path(args.out, suffixes=VIDEO_SUFFIXES)
+    check_output_path(out_path.with_name(out_path.stem + ".render.json"), flag="--out (its .render.json)")
     paths = [args.joints] + ([args.joints2] if args.joints2 else [])
     labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
     if labels is not None and len(labels) != len(paths):
@@ -61,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     body = "none" if cfg.backend == "stick" else args.body  # stick figures need no IK or mesh
     motions = body_motions([load_joints(p) for p in paths], labels, body=body, gender=args.gender,
                            smpl_path=args.smpl_path, lite=not args.full_mesh)
-    out = render_video(motions, args.out, cfg)
+    out = render_video(motions, out_path, cfg)
     frames = max(m.frames for m in motions)
     write_json(out.with_name(out.stem + ".render.json"),
                {"render": vars(cfg), "joints": [str(p) for p in paths], "labels": labels, "body": args.body,
