@@ -87,8 +87,8 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
-def _check_file(path: str | os.PathLike, what: str, max_bytes: int) -> Path:
-    """An existing, non-empty regular file of at most `max_bytes`."""
+def _check_file(path: str | os.PathLike, what: str, max_bytes: int, *, allow_empty: bool = False) -> Path:
+    """An existing regular file of at most `max_bytes` (and not empty, unless `allow_empty`)."""
     if path is None or str(path).strip() == "":
         raise UserError(f"no {what} given; give the path of a file.")
     path = Path(path)
@@ -99,7 +99,7 @@ def _check_file(path: str | os.PathLike, what: str, max_bytes: int) -> Path:
     if not path.is_file():
         raise UserError(f"{what} {path} is not a regular file.")
     size = path.stat().st_size
-    if size == 0:
+    if size == 0 and not allow_empty:
         raise UserError(f"{what} {path} is empty (0 bytes).")
     if size > max_bytes:
         raise UserError(f"{what} {path} is {_mib(size)}; at most {_mib(max_bytes)} is allowed.")
@@ -292,10 +292,10 @@ def check_output_path(path: str | os.PathLike, *, kind: Literal["file", "dir"] =
 # --- config files -------------------------------------------------------------------------------
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A config file's mapping: JSON for .json, else YAML (which also reads JSON). A missing, empty
-    or unreadable file, a parse error (with its line and column) or a top level other than a
+    """A config file's mapping: JSON for .json, else YAML (which also reads JSON); an empty YAML file
+    is an empty mapping. A missing or unreadable file, a parse error (with its line and column) or a top level other than a
     mapping is a one-sentence UserError."""
-    path = _check_file(path, "config file", MAX_CONFIG_BYTES)
+    path = _check_file(path, "config file", MAX_CONFIG_BYTES, allow_empty=True)
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
