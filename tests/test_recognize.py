@@ -48,8 +48,8 @@ def test_classify_is_nearest_prototype():
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("recognize")
     data = write_toy_dataset(root / "data")
-    cfg = V.EvaluatorTrainConfig(data=str(data), out=str(root / "ev"), preset="tiny", embed_dim=16, steps=150,
-                                 batch_size=16, lr=3e-3, warmup=2, margin=3.0, fn_threshold=0.95, log_every=150)
+    cfg = V.EvaluatorTrainConfig(data=str(data), out=str(root / "ev"), preset="tiny", embed_dim=16, steps=300,
+                                 batch_size=16, lr=3e-3, warmup=2, margin=3.0, fn_threshold=0.95, log_every=300)
     V.main(cfg, text_encoder=HashTextEncoder())
     return root, data
 
@@ -71,7 +71,7 @@ def test_recognize_oracle_matches_real_row_and_wrong_generator_scores_worse(toy,
     rows = res["rows"]
     assert res["groups"] == {"seen": 32, "unseen": 24}
     assert rows["real"]["all"]["n"] == 56 and rows["real"]["seen"]["n"] == 32 and rows["real"]["unseen"]["n"] == 24
-    assert rows["real"]["seen"]["content"] > 0.5  # 8 contents: chance is 1/8; the evaluator learned them (0.81)
+    assert rows["real"]["seen"]["content"] > 0.5  # 8 contents: chance is 1/8; 300 steps learn them (0.72-0.81 over seeds 0-2; 150 steps: 0.34-0.66)
     for g in ("seen", "unseen", "all"):
         assert rows["generated"][g]["content"] == rows["real"][g]["content"]
         assert rows["generated"][g]["action_confusion"] == rows["real"][g]["action_confusion"]
