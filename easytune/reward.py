@@ -68,11 +68,15 @@ def register_reward(name: str) -> Callable[[Callable[..., RewardFn]], Callable[.
 
 
 def available_rewards() -> list[str]:
+    import easytune.plausibility  # noqa: F401  (registers foot_skating, floor_penetration, jerk)
+
     return sorted(_REGISTRY)
 
 
 def get_reward(name: str = DEFAULT_REWARD, **kwargs: Any) -> RewardFn:
     """Build the reward registered as `name` with the factory's keyword arguments."""
+    import easytune.plausibility  # noqa: F401  (registers foot_skating, floor_penetration, jerk)
+
     if name not in _REGISTRY:
         raise UserError(f"unknown reward {name!r}; registered rewards: {', '.join(available_rewards())}")
     return _REGISTRY[name](**kwargs)

@@ -320,3 +320,33 @@ def test_evaluate_reads_a_lora_checkpoint_and_reports_reward(ckpts, tmp_path, te
     want = np.mean([float(scorer(torch.from_numpy(m)[None], [t], None)) for m, t in
                     zip(motions, ["a person waves", "a person walks"])])
     assert fn(motions, ["a person waves", "a person walks"]) == pytest.approx(want, abs=1e-5)
+
+
+def test_physical_rewards_match_the_metrics_and_carry_gradient(humanml3d_reference):
+    import numpy as np
+
+    from easytune import metrics as M
+    from easytune.reward import available_rewards, get_reward
+
+    assert {"foot_skating", "floor_penetration", "jerk"} <= set(available_rewards())
+    feats = np.load(humanml3d_reference / "new_joint_vecs" / "012314.npy")
+    mean = torch.tensor(np.load(humanml3d_reference / "Mean.npy")).float()
+    std = torch.tensor(np.load(humanml3d_reference / "Std.npy")).float()
+    x = ((torch.tensor(feats).float() - mean) / std)[None].requires_grad_(True)
+    jerk = get_reward("jerk", mean=mean, std=std)(x, ["a person walks"], None)
+    from easytune.plausibility import joints_of
+    joints = joints_of(x, mean, std)[0].detach().numpy()
+    assert -float(jerk) == pytest.approx(M.jerk(joints), rel=1e-4)
+    skate = get_reward("foot_skating", mean=mean, std=std)(x, ["a person walks"], None)
+    (skate + jerk * 1e-3).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # a motion that slides its feet along the floor scores worse than the same motion standing still
+    still = torch.zeros(1, 20, 22, 3)
+    still[..., 1] = 0.02
+    slide = still.clone()
+    slide[..., 0] = torch.arange(20.0)[None, :, None] * 0.1  # 2 m/s
+    from easytune.plausibility import foot_skating
+    assert float(foot_skating(slide)) == pytest.approx(2.0, rel=1e-3) and float(foot_skating(still)) < 0.01
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    mask[:, 10:] = False
+    assert float(foot_skating(slide, mask)) == pytest.approx(2.0, rel=1e-3)
