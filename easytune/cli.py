@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     entry, rest = _match(argv)
     if entry is None:
-        print(f"error: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"error: unknown command {' '.join(argv[:2])!r}; `python -m easytune --help` lists the commands",
+              file=sys.stderr)
         return 2
     parser, module = build_parser(entry)
     args = parser.parse_args(rest)
