@@ -54,6 +54,7 @@ class FinetuneConfig:
     data: str = field(default="datasets/bandai", metadata={"help": "dataset folder: training prompts from its train split, held-out ones from val"})
     prompts: str = field(default="", metadata={"help": "optional text file of training prompts, one per line (empty lines skipped); replaces the train split's captions"})
     seconds: float = field(default=6.0, metadata={"help": "motion length for --prompts (dataset prompts use their motion's length)"})
+    max_seconds: float = field(default=9.8, metadata={"help": "cap on dataset prompts' lengths (shorter motions train faster)"})
     val_prompts: int = field(default=64, metadata={"help": "held-out (val split) prompts for the validation reward"})
     val_file: str = field(default="", metadata={"help": "optional text file of held-out prompts (at --seconds), replacing the val split's"})
     # --- trajectories ---
@@ -98,7 +99,7 @@ class FinetuneConfig:
         for name, lo, hi in [("lr", 0.0, 1.0), ("reward_weight", 0.0, 1e3), ("base_penalty", 0.0, 1e6),
                              ("skate_weight", 0.0, 1e6), ("jerk_weight", 0.0, 1e6), ("floor_weight", 0.0, 1e6),
                              ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("grad_clip", 0.0, 1e6),
-                             ("seconds", 1.0, 9.8)]:
+                             ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8)]:
             v = float(getattr(self, name))
             if not (lo <= v <= hi) or math.isnan(v):
                 raise UserError(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
@@ -128,8 +129,8 @@ def preset_tiny() -> FinetuneConfig:
 
 def preset_browser() -> FinetuneConfig:
     """The playground's short run: a LoRA adapter, a few minutes on 2 CPU cores (README: measured)."""
-    return dataclasses.replace(FinetuneConfig(), lora_rank=8, lora_alpha=16.0, lr=1e-3, batch_size=4, trajectories=40,
-                               warmup=4, val_prompts=32, val_every=0, save_every=10, base_penalty=1.0)
+    return dataclasses.replace(FinetuneConfig(), lora_rank=8, lora_alpha=16.0, lr=1e-3, batch_size=4, trajectories=30,
+                               warmup=3, max_seconds=4.0, val_prompts=64, val_every=0, save_every=10, base_penalty=1.0)
 
 
 PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"default": preset_default, "tiny": preset_tiny,
@@ -150,15 +151,15 @@ class PromptSet:
         return len(self.captions)
 
 
-def prompts_from_split(data: str, split: str, limit: int = 0, seed: int = 0) -> PromptSet:
-    """Every caption of a dataset split with its motion's length (clamped to 20..196 frames);
-    `limit` keeps an evenly seeded sample of that many."""
+def prompts_from_split(data: str, split: str, limit: int = 0, seed: int = 0, max_frames: int = 196) -> PromptSet:
+    """Every caption of a dataset split with its motion's length (clamped to 20..max_frames frames);
+    `limit` keeps a seeded sample of that many."""
     from easytune.motion.dataset import MotionDataset
 
     ds = MotionDataset(data, split, random_crop=False)
     caps, frames = [], []
     for i in range(len(ds)):
-        n = max(20, min(196, int(ds[i]["length"])))
+        n = max(20, min(max_frames, int(ds[i]["length"])))
         for c in ds.captions(i):
             caps.append(c)
             frames.append(n)
@@ -361,12 +362,12 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
             log.info("prompts file %s: skipped %d empty line(s), kept %d prompts", cfg.prompts, prompts.skipped,
                      len(prompts))
     else:
-        prompts = prompts_from_split(cfg.data, "train")
+        prompts = prompts_from_split(cfg.data, "train", max_frames=round(cfg.max_seconds * 20))
     if cfg.val_file:
         val = prompts_from_file(cfg.val_file, cfg.seconds)
         val = PromptSet(val.captions[:cfg.val_prompts], val.frames[:cfg.val_prompts])
     elif cfg.val_prompts:
-        val = prompts_from_split(cfg.data, "val", cfg.val_prompts, seed=cfg.seed)
+        val = prompts_from_split(cfg.data, "val", cfg.val_prompts, seed=cfg.seed, max_frames=round(cfg.max_seconds * 20))
     else:
         val = PromptSet((), ())
     return FinetuneRun(cfg, bundle, model, reward, prompts, val, device)
