@@ -157,6 +157,9 @@ def check_prompts(prompts: str | Sequence[str]) -> list[str]:
     for p in prompts:
         if not isinstance(p, str) or not p.strip():
             raise UserError("the prompt is empty; describe the motion in words (1 to 300 characters)")
+        if not any(ch.isalnum() for ch in p):
+            raise UserError(f"the prompt {p.strip()[:40]!r} has no words (no letter or digit); describe the "
+                            f"motion in words (1 to 300 characters)")
         if len(p.strip()) > MAX_PROMPT_CHARS:
             raise UserError(f"the prompt has {len(p.strip())} characters; the limit is {MAX_PROMPT_CHARS}")
         out.append(" ".join(p.split()))
@@ -292,9 +295,39 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
 
 
+SAMPLES_JSON = "samples.json"
+
+
+def _previous_samples(out: Path) -> tuple[list[dict[str, Any]], int]:
+    """What earlier runs left in `out`: the samples its samples.json lists ([] when there is none) and
+    the first free file number. A second `sample` into the same --out adds to the listing (merge) and
+    numbers its files after every numbered file already there, so nothing listed is dropped or
+    overwritten; a samples.json that is not such a listing is refused, since rewriting it would lose it."""
+    import json
+
+    path = out / SAMPLES_JSON
+    samples: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            listing = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"--out {out}: {path} is not a samples listing (not valid JSON: {e}); give another "
+                            f"--out or move the file away (it is not overwritten).") from None
+        samples = listing.get("samples") if isinstance(listing, dict) else None
+        if not isinstance(samples, list) or not all(isinstance(r, dict) for r in samples):
+            raise UserError(f"--out {out}: {path} is not a samples listing (no list of samples); give another "
+                            f"--out or move the file away (it is not overwritten).")
+    elif path.exists():
+        raise UserError(f"--out {out}: {path} exists and is not a regular file.")
+    names = [f.name for f in out.iterdir()] if out.is_dir() else []
+    numbers = [int(m.group(1)) for name in names if (m := re.match(r"(\d+)_", name))]
+    return samples, max(numbers, default=-1) + 1
+
+
 def run(args: argparse.Namespace) -> int:
     from easytune.fileio import save_npy, write_json
     from easytune.device import pick_device
+    from easytune.inputs import check_output_path
 
     if not 1 <= args.num <= MAX_NUM:
         raise UserError(f"--num must be from 1 to {MAX_NUM}, got {args.num}")
@@ -304,26 +337,33 @@ def run(args: argparse.Namespace) -> int:
         check_steps(args.steps)
     if args.guidance is not None:
         check_guidance(args.guidance)
+    out_dir = check_output_path(args.out, kind="dir")
+    previous, first = _previous_samples(out_dir)
     bundle = load_base(args.checkpoint, pick_device(args.device))
     batch = [p for p in prompts for _ in range(args.num)]
     out = generate(bundle, batch, args.seconds, args.seed, args.steps, args.guidance, eta=args.eta)
-    args.out.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or bundle.steps
+    guidance = bundle.guidance if args.guidance is None else args.guidance
     records = []
     for i, prompt in enumerate(out.prompts):
-        name = f"{i:02d}_{_slug(prompt)}"
+        name = f"{first + i:02d}_{_slug(prompt)}"
         n = int(out.lengths[i])
-        save_npy(args.out / f"{name}_joints.npy", out.joints[i, :n].astype(np.float32))
-        save_npy(args.out / f"{name}_features.npy", out.features[i, :n].astype(np.float32))
+        save_npy(out_dir / f"{name}_joints.npy", out.joints[i, :n].astype(np.float32))
+        save_npy(out_dir / f"{name}_features.npy", out.features[i, :n].astype(np.float32))
         rec = {"prompt": prompt, "seed": args.seed + i, "frames": n, "joints": f"{name}_joints.npy",
-               "features": f"{name}_features.npy"}
+               "features": f"{name}_features.npy", "checkpoint": str(bundle.path), "steps": steps,
+               "guidance": guidance}
         if args.video:
             from easytune.preview import stick_figure_video
 
-            stick_figure_video(out.joints[i, :n], args.out / f"{name}.mp4", fps=out.fps, title=prompt)
+            stick_figure_video(out.joints[i, :n], out_dir / f"{name}.mp4", fps=out.fps, title=prompt)
             rec["video"] = f"{name}.mp4"
         records.append(rec)
-        print(f"{prompt!r} -> {args.out / name}_*")
-    write_json(args.out / "samples.json", {
-        "checkpoint": str(bundle.path), "steps": args.steps or bundle.steps,
-        "guidance": bundle.guidance if args.guidance is None else args.guidance, "samples": records})
+        print(f"{prompt!r} -> {out_dir / name}_*")
+    if previous:
+        print(f"{out_dir / SAMPLES_JSON}: {len(previous)} earlier sample(s) kept, {len(records)} added")
+    # checkpoint/steps/guidance at the top are the latest run's; each sample records its own
+    write_json(out_dir / SAMPLES_JSON, {"checkpoint": str(bundle.path), "steps": steps, "guidance": guidance,
+                                        "samples": previous + records})
     return 0
