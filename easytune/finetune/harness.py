@@ -403,7 +403,9 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     from easytune.checkpoints import load_train_state, save_checkpoint, save_train_state
     from easytune.config import save_config
     from easytune.fileio import write_json
+    from easytune.inputs import check_output_path
 
+    check_output_path(cfg.out, kind="dir")  # before any weights load: an --out that is a file is one sentence
     run = setup(cfg, text_encoder)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
