@@ -34,7 +34,7 @@ from easytune.training import LRSchedule, run_loop, step_rng
 
 log = logging.getLogger(__name__)
 
-METHODS = ("easytune",)
+METHODS = ("easytune", "refl", "draft", "draft-lv", "alignprop", "drtune")
 LAST = "last"
 SNAPSHOTS = "snapshots"
 LOG = "log.jsonl"
@@ -46,7 +46,8 @@ class FinetuneConfig:
     """A reward fine-tuning run; saved as out/run_config.json and in every checkpoint it writes."""
 
     # --- what is tuned, with what ---
-    method: Literal["easytune"] = field(default="easytune", metadata={"help": "fine-tuning method"})
+    method: Literal["easytune", "refl", "draft", "draft-lv", "alignprop", "drtune"] = field(default="easytune", metadata={
+        "help": "fine-tuning method (easytune.finetune.<name>; draft-lv in draft.py)"})
     base: str = field(default="base", metadata={"help": "base checkpoint (registry name or folder)"})
     reward: str = field(default="reward", metadata={"help": "reward-model checkpoint (same dataset as the base)"})
     out: str = field(default="runs/easytune", metadata={"help": "run folder (resumes from out/last when run again)"})
@@ -72,6 +73,14 @@ class FinetuneConfig:
     skate_weight: float = field(default=0.0, metadata={"help": "weight of the foot-skating penalty (m/s of sliding in contact)"})
     jerk_weight: float = field(default=0.0, metadata={"help": "weight of the jerk penalty (m/s^3; the base has ~165)"})
     floor_weight: float = field(default=0.0, metadata={"help": "weight of the floor-penetration penalty (m)"})
+    # --- baselines' own settings (refl.py, draft.py, alignprop.py, drtune.py) ---
+    stop_last: int = field(default=10, metadata={"help": "ReFL and DRTune: M, stop at a step drawn from the last M sampling steps and score its x0 (ReFL: the last 10 of 40)"})
+    draft_k: int = field(default=1, metadata={"help": "DRaFT-K: K, backpropagate through the last K sampling steps (clipped to steps; K = steps is full backprop)"})
+    lv_n: int = field(default=2, metadata={"help": "DRaFT-LV: n, re-noisings of the final sample, one one-step gradient each, averaged (the paper: 2)"})
+    align_k_min: int = field(default=1, metadata={"help": "AlignProp: smallest truncation K, drawn per trajectory"})
+    align_k_max: int = field(default=0, metadata={"help": "AlignProp: largest truncation K (0 = all steps)"})
+    checkpointing: bool = field(default=True, metadata={"help": "AlignProp: gradient checkpointing of each denoiser call (same gradient, less memory)"})
+    drtune_k: int = field(default=5, metadata={"help": "DRTune: k, gradient-enabled steps evenly spaced up to the stopping step"})
     # --- optimisation ---
     lr: float = field(default=1e-5, metadata={"help": "AdamW peak learning rate (the official configuration: 1e-5)"})
     warmup: int = field(default=10, metadata={"help": "warm-up trajectories, then a cosine to min_lr_ratio"})
@@ -91,7 +100,9 @@ class FinetuneConfig:
     def validate(self) -> None:
         checks = [("trajectories", 1, 1_000_000), ("batch_size", 1, 256), ("val_prompts", 0, 4096),
                   ("k", 0, 1000), ("warmup", 0, 1_000_000), ("lora_rank", 0, 256), ("val_every", 0, 1_000_000),
-                  ("save_every", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("steps", 0, 1000)]
+                  ("save_every", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("steps", 0, 1000),
+                  ("stop_last", 1, 1000), ("draft_k", 1, 1000), ("lv_n", 1, 64), ("align_k_min", 1, 1000),
+                  ("align_k_max", 0, 1000), ("drtune_k", 1, 1000)]
         for name, lo, hi in checks:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -107,6 +118,12 @@ class FinetuneConfig:
             raise UserError(f"guidance must be in [0, 20] (or -1 for the checkpoint's), got {self.guidance}")
         if self.method not in METHODS:
             raise UserError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.align_k_max and self.align_k_max < self.align_k_min:
+            raise UserError(f"align_k_max must be 0 (all steps) or at least align_k_min ({self.align_k_min}), "
+                            f"got {self.align_k_max}")
+        if self.variant == "chain" and self.method != "easytune":
+            raise UserError(f"variant 'chain' is EasyTune's; {self.method} makes one update per trajectory, "
+                            f"use variant 'step'")
 
     def lora(self):
         from easytune.finetune.lora import LoraSettings
@@ -520,6 +537,14 @@ def _method(name: str) -> Callable[[FinetuneRun, int], dict[str, float]]:
         from easytune.finetune.easytune import trajectory
 
         return trajectory
+    if name == "draft-lv":
+        from easytune.finetune.draft import trajectory_lv
+
+        return trajectory_lv
+    if name in METHODS:
+        import importlib
+
+        return importlib.import_module(f"easytune.finetune.{name}").trajectory
     raise UserError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
 
 
