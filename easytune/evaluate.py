@@ -363,9 +363,15 @@ def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | No
     from easytune.evaluator import Embedder, load_evaluator
     from easytune.fileio import write_json, write_text
     from easytune.device import pick_device
+    from easytune.inputs import check_count, check_output_path
 
-    device = pick_device(cfg.device)
+    # --- the settings and output folders, before anything loads or is generated ---
     protocol = protocol_for(cfg.protocol, cfg.steps, cfg.replications)
+    check_count(cfg.max_motions, "--max-motions (0 = all)", low=0)
+    check_count(cfg.tiny, "--tiny (0 = all)", low=0)
+    check_output_path(cfg.out, kind="dir")
+    check_output_path(cfg.cache, kind="dir", flag="--cache")
+    device = pick_device(cfg.device)
     model, ckpt = load_evaluator(cfg.evaluator, device)
     mean = ckpt.state.get("mean")
     std = ckpt.state.get("std")

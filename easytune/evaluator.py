@@ -164,16 +164,18 @@ def main(cfg: EvaluatorTrainConfig, text_encoder: Any = None, *,
     from easytune import reward as R
     from easytune.checkpoints import save_checkpoint, save_train_state
     from easytune.fileio import write_json
+    from easytune.inputs import check_output_path
     from easytune.training import open_run, resume_point
     from models.evaluator import EvaluatorModel
 
     cfg.validate()
+    check_output_path(cfg.out, kind="dir")
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    out = open_run(cfg.out, cfg)
     train = R.open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
     mean, std = R.dataset_stats(train)
     test = R.open_dataset(cfg.data, "test", tiny=cfg.tiny, mean=mean, std=std, random_crop=False)
+    out = open_run(cfg.out, cfg)  # after the inputs load: a bad --data writes nothing
     if cfg.embed_dim >= len(test):
         log.warning("embed_dim %d >= %d test motions: FID's covariance will be singular", cfg.embed_dim, len(test))
     bank = R.TextBank(text_encoder if text_encoder is not None else R.default_text_encoder(device), device)

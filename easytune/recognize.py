@@ -220,7 +220,14 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
     from easytune.fileio import write_json, write_text
     from easytune.motion.dataset import load_dataset_info
     from easytune.device import pick_device
+    from easytune.inputs import check_count, check_output_path
 
+    # --- the settings and output folders, before anything loads or is generated ---
+    check_count(cfg.per_label, "--per-label")
+    check_count(cfg.max_motions, "--max-motions (0 = all)", low=0)
+    protocol = protocol_for("cpu", cfg.steps)
+    check_output_path(cfg.out, kind="dir")
+    check_output_path(cfg.cache, kind="dir", flag="--cache")
     device = pick_device(cfg.device)
     model, ckpt = load_evaluator(cfg.evaluator, device)
     mean, std = ckpt.state.get("mean"), ckpt.state.get("std")
@@ -241,7 +248,6 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
 
     predicted = {"real": recognise(test.motions)}
     captions = None
-    protocol = protocol_for("cpu", cfg.steps)
     if cfg.checkpoint or generate is not None:
         cache = None
         if generate is None:

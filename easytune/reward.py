@@ -37,6 +37,7 @@ from easytune import checkpoints as ck
 from easytune.config import command_for
 from easytune.device import pick_device
 from easytune.errors import UserError
+from easytune.inputs import check_output_path
 from easytune.training import (ITEMS, NOISE, LoopResult, LRSchedule, epoch_batch, open_run, resume_point, run_loop,
                                seed_torch, step_generator, step_rng)
 
@@ -536,11 +537,12 @@ def main(cfg: RewardTrainConfig, text_encoder: Any = None, *,
     from models.reward import RewardModel
 
     cfg.validate()
+    check_output_path(cfg.out, kind="dir")
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    out = open_run(cfg.out, cfg)
     train = open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
     mean, std = dataset_stats(train)
+    out = open_run(cfg.out, cfg)  # after the inputs load: a bad --data writes nothing
     bank = TextBank(text_encoder if text_encoder is not None else default_text_encoder(device), device)
     model = RewardModel(model_preset(cfg.preset, cfg.step_aware)).to(device)
     n_params = sum(p.numel() for p in model.parameters())

@@ -336,12 +336,13 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
     from easytune import reward as R
     from easytune.checkpoints import check_dataset, save_train_state
     from easytune.fileio import write_json
+    from easytune.inputs import check_output_path
     from easytune.training import open_run, resume_point
 
     cfg.validate()
+    check_output_path(cfg.out, kind="dir")
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.device)
-    out = open_run(cfg.out, cfg)
     model, init = R.load_reward_model(cfg.init, device)
     train = R.open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
     check_dataset(init, R.dataset_stamp(train)["stamp"])
@@ -350,6 +351,7 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
     pairs = materialize(read_pairs(cfg.human_pairs), regenerate) if cfg.human_pairs else []
     groups = R.eval_groups(cfg.data, mean, std, cfg.tiny) if cfg.eval_seeds else {}
     before = R.retrieval_report(model, groups, bank, cfg.eval_seeds) if cfg.eval_seeds else None  # the parent
+    out = open_run(cfg.out, cfg)  # after the inputs load: a bad --init, --data or --human-pairs writes nothing
     model.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     start = resume_point(out, opt, model, kind=R.KIND) if cfg.resume else 0

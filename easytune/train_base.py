@@ -376,10 +376,12 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from easytune.inputs import check_output_path
     from easytune.motion.dataset import MotionDataset, collate
     from easytune.text import load_text_encoder
 
     cfg = resolve_config(args)
+    check_output_path(cfg.run_dir, kind="dir", flag="--run-dir")
     if not cfg.data:
         raise UserError("--data is required: the dataset folder (with new_joint_vecs/, texts/, Mean.npy, Std.npy, train.txt)")
     root = Path(cfg.data)

@@ -114,7 +114,8 @@ def ws(tmp_path_factory):
     ck.save_checkpoint(w / "run_reward", state, kind="reward", config={})
     (w / "registry" / "user").mkdir()
     # damaged datasets for `data stats`
-    for name in ("no_val", "bad_npy", "missing_npy", "bad_labels", "bad_text", "bad_joints"):
+    for name in ("no_val", "bad_npy", "missing_npy", "bad_labels", "bad_text", "bad_joints", "labels_list",
+                 "labels_no_style", "bad_split"):
         _fake_dataset(w / "ds" / name)
     (w / "ds" / "no_val" / "val.txt").unlink()
     (w / "ds" / "bad_npy" / "new_joint_vecs" / "a.npy").write_bytes(b"\x93NUMPY garbage")
@@ -122,6 +123,11 @@ def ws(tmp_path_factory):
     (w / "ds" / "bad_labels" / "labels.json").write_text("{broken")
     (w / "ds" / "bad_text" / "texts" / "a.txt").write_bytes(b"\xff\xfe caption")
     np.save(w / "ds" / "bad_joints" / "new_joints" / "a.npy", np.zeros((3, 21, 3)))
+    (w / "ds" / "labels_list" / "labels.json").write_text("[1, 2]")
+    no_style = json.loads((w / "ds" / "labels_no_style" / "labels.json").read_text())
+    no_style["a"].pop("style")
+    (w / "ds" / "labels_no_style" / "labels.json").write_text(json.dumps(no_style))
+    (w / "ds" / "bad_split" / "val.txt").write_bytes(b"b\n\xff\xfe\n")
     labels = json.loads((w / "ds" / "bad_joints" / "labels.json").read_text())
     labels["a"]["content"] = "wave-left-hand"  # the left/right check reads its joints
     (w / "ds" / "bad_joints" / "labels.json").write_text(json.dumps(labels))
@@ -223,6 +229,9 @@ CASES: list[tuple[list[str], str]] = [
     (["data", "stats", "ds/missing_npy"], r"listed in val\.txt have no new_joint_vecs/ file \(e\.g\. b\.npy\)"),
     (["data", "stats", "ds/bad_labels"], r"labels\.json is not valid JSON"),
     (["data", "stats", "ds/bad_text"], r"a\.txt is not UTF-8 text"),
+    (["data", "stats", "ds/labels_list"], r"labels\.json holds a list, not a JSON object"),
+    (["data", "stats", "ds/labels_no_style"], r"labels\.json: 1 entry \(e\.g\. 'a'\) lacks text 'content', 'style'"),
+    (["data", "stats", "ds/bad_split"], r"val\.txt is not UTF-8 text"),
     (["data", "stats", "ds/bad_joints"], r"a\.npy has shape \(3, 21, 3\), expected \(frames, 22, 3\)"),
     (["data", "frobnicate"], "invalid choice"),
     # --- commands of other modules whose bad inputs end well (through cli.py / config.py or their own checks) ---
@@ -244,6 +253,18 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "reward", "--data", D, "--lr", "inf"], "'lr' expects a finite number"),
     (["train", "evaluator", "--data", D, "--steps", "0"], "steps must be >= 1"),
     (["train", "spl", "--data", D, "--seed", SEED_HUGE], r"'seed' must be an integer"),
+    (["train", "base", "--data", D, "--run-dir", "file.txt"], "--run-dir file.txt is an existing file"),
+    (["train", "reward", "--data", D, "--out", "file.txt"], "--out file.txt is an existing file"),
+    (["train", "reward", "--data", "nope", "--out", "new_run"], "dataset folder nope does not exist"),
+    (["train", "reward", "--data", "ds/labels_no_style", "--out", "r"], "lacks text 'content' and 'style'"),
+    (["train", "reward", "--data", "ds/bad_split", "--out", "r"], r"val\.txt is not UTF-8 text"),
+    (["train", "evaluator", "--data", D, "--out", "file.txt"], "--out file.txt is an existing file"),
+    (["train", "spl", "--data", D, "--out", "file.txt/run"], "file.txt is a file, so nothing"),
+    (["evaluate", "--out", "file.txt"], "--out file.txt is an existing file"),
+    (["evaluate", "--max-motions", "-1"], r"--max-motions \(0 = all\)"),
+    (["evaluate", "--cache", "file.txt"], "--cache file.txt is an existing file"),
+    (["recognize", "--per-label", "0"], "--per-label"),
+    (["recognize", "--out", "file.txt"], "--out file.txt is an existing file"),
     (["evaluate", "--config", "bad.json"], "not valid JSON"),
     (["evaluate", "--seed", SEED_HUGE], r"'seed' must be an integer"),
     (["recognize", "--config", "bad.yaml"], "not valid YAML"),

@@ -124,7 +124,7 @@ def test_bad_checkpoints(tmp_path, ckpt, text_encoder):
         load_base(wrong, text_encoder=text_encoder)
     reward = tmp_path / "reward"
     _write(reward, kind="reward")
-    with pytest.raises(UserError, match="'reward' model, expected 'base'"):
+    with pytest.raises(UserError, match="holds a 'reward' model; motions come from a base, finetune or lora"):
         load_base(reward, text_encoder=text_encoder)
     with pytest.raises(UserError, match="stamp"):
         load_base(ckpt, text_encoder=text_encoder, dataset_stamp="other-dataset")

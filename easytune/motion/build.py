@@ -506,7 +506,8 @@ def _check_dataset_files(root: Path) -> None:
                 bad = [k for k, v in data.items() if not (isinstance(v, dict) and all(
                     isinstance(v.get(f), str) for f in ("content", "style", "source")))]
                 if bad:
-                    raise UserError(f"{p}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} (e.g. {bad[0]!r}) lack "
+                    raise UserError(f"{p}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} (e.g. {bad[0]!r}) "
+                                    f"{'lacks' if len(bad) == 1 else 'lack'} "
                                     f"text 'content', 'style' and 'source'; the dataset is damaged (rebuild it).")
     for p in sorted(root.glob("*.txt")):
         _read_text(p)

@@ -36,7 +36,8 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
     """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "mean", "std" (263,),
     "splits" {name: [ids]} for the split files present, "card" (README.md path or None),
     "labels" (labels.json dict or None), "info" (dataset.json dict or None)}.
-    A missing folder, Mean/Std or feature folder raises UserError naming it."""
+    A missing folder, Mean/Std or feature folder, or a damaged dataset.json, labels.json or split file
+    (not UTF-8, not valid JSON, labels without text content/style) raises UserError naming it."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"dataset folder {root} does not exist; build one with `python -m easytune data build` "
@@ -45,23 +46,44 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"{root} has no new_joint_vecs/ folder; a dataset folder needs the HumanML3D layout "
                         f"(new_joint_vecs/, texts/, Mean.npy, Std.npy, train/val/test.txt).")
     mean, std = load_mean_std(root)
-    info = None
-    if (root / "dataset.json").is_file():
-        try:
-            info = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{root / 'dataset.json'} is not valid JSON ({e}); rebuild the dataset.") from None
+    info = _read_json_object(root / "dataset.json") if (root / "dataset.json").is_file() else None
     labels = None
     if (root / "labels.json").is_file():
-        labels = json.loads((root / "labels.json").read_text(encoding="utf-8"))
+        labels = _read_json_object(root / "labels.json")
+        bad = [k for k, v in labels.items()
+               if not (isinstance(v, dict) and all(isinstance(v.get(f), str) for f in ("content", "style")))]
+        if bad:
+            raise UserError(f"{root / 'labels.json'}: {len(bad)} entr{'y' if len(bad) == 1 else 'ies'} (e.g. "
+                            f"{bad[0]!r}) {'lacks' if len(bad) == 1 else 'lack'} text 'content' and 'style'; the dataset is damaged (rebuild it).")
     splits = {}
     for name in SPLITS:
         p = root / f"{name}.txt"
         if p.is_file():
-            splits[name] = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            splits[name] = [ln.strip() for ln in _read_utf8(p).splitlines() if ln.strip()]
     card = root / "README.md"
     return {"root": str(root), "stamp": (info or {}).get("stamp"), "mean": mean, "std": std, "splits": splits,
             "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
+
+
+def _read_utf8(path: Path) -> str:
+    """A dataset text file (split list, captions, JSON); UserError naming it when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); the dataset is damaged (rebuild it).") from None
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A dataset JSON file holding an object; UserError naming it when it is damaged."""
+    try:
+        data = json.loads(_read_utf8(path))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}); the dataset is damaged "
+                        f"(rebuild it).") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} holds a {type(data).__name__}, not a JSON object; the dataset is damaged "
+                        f"(rebuild it).")
+    return data
 
 
 def _load_features(path: Path) -> np.ndarray:
@@ -80,7 +102,7 @@ def _read_texts(path: Path) -> list[tuple[str, float, float]]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_utf8(path).splitlines():
         if line.strip():
             caption, _, start, end = parse_text_line(line)
             out.append((caption, start, end))
