@@ -223,7 +223,7 @@ def build(res) -> None:
                 guidance = gr.Slider(MIN_GUIDANCE, min(MAX_GUIDANCE, 10.0), value=left_default.guidance, step=0.1,
                                      label="Guidance")
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-                dice = gr.Button("🎲 random seed", size="sm")
+                dice = gr.Button("Random seed", size="sm")
             go = gr.Button("Generate both", variant="primary")
     notes = gr.Markdown()
     with gr.Row():
