@@ -27,6 +27,9 @@ def main(argv=None) -> int:
         demo.block_thread()
     except KeyboardInterrupt:
         demo.close()
+    finally:
+        if res.runner is not None:  # a running fine-tune stops; it resumes at the next start
+            res.runner.stop()
     return 0
 
 

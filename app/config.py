@@ -53,7 +53,17 @@ class AppConfig:
                                                         "(default: app/assets/train_captions.txt)"})
     cache_entries: int = field(default=32, metadata={"help": "identical requests served from this many results"})
     warm: bool = field(default=True, metadata={"help": "run one request at start so the first click is fast"})
+    max_trajectories: int = field(default=200, metadata={"help": "longest browser fine-tune (trajectories)"})
+    max_queued_jobs: int = field(default=4, metadata={"help": "browser fine-tunes waiting at most; more are refused"})
+    keep_finetunes: int = field(default=5, metadata={"help": "browser fine-tunes kept; older ones are pruned"})
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def jobs(self):
+        from app.jobs import JobLimits
+
+        return JobLimits(max_trajectories=self.max_trajectories, max_seconds=min(6.0, self.limits.max_seconds),
+                         max_queued=self.max_queued_jobs, keep=self.keep_finetunes)
 
 
 def _env(name: str) -> str | None:
@@ -84,4 +94,6 @@ def parse(argv: list[str] | None = None) -> AppConfig:
         cfg.queue_size = min(cfg.queue_size, 16)
     if cfg.queue_size < 1 or cfg.concurrency < 1:
         parser.error("--queue-size and --concurrency must be at least 1")
+    if cfg.max_trajectories < 1 or cfg.max_queued_jobs < 1 or cfg.keep_finetunes < 1:
+        parser.error("--max-trajectories, --max-queued-jobs and --keep-finetunes must be at least 1")
     return cfg

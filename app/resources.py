@@ -1,10 +1,12 @@
 """What the playground loads once at start-up and every tab reads: the generator checkpoints, the reward
 model, the evaluator, the caption index, the result cache. Callbacks get a `Resources` and keep no
-other state; nothing here changes after `load` (the cache is thread-safe)."""
+other state; after `load` only the generators change (a browser fine-tune joins, an old one is pruned),
+under a lock (the cache is thread-safe)."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +42,24 @@ class Resources:
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="render"))
     load_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # start-up remarks shown under the title
+    text_encoder: Any = None
+    device: Any = "cpu"
+    jobs: Any = None  # app.jobs.JobStore (None in public mode: no browser fine-tunes)
+    runner: Any = None  # app.jobs.JobRunner
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_generator(self, name: str) -> None:
+        """Load a newly registered checkpoint (a finished browser fine-tune) into the lists."""
+        from easytune.generate import load_base
+
+        bundle = load_base(name, self.device, text_encoder=self.text_encoder)
+        with self.lock:
+            self.generators = {**self.generators, name: bundle}
+
+    def remove_generator(self, name: str) -> None:
+        with self.lock:
+            if name not in (self.left, self.right):
+                self.generators = {k: v for k, v in self.generators.items() if k != name}
 
     @property
     def limits(self):
@@ -81,6 +101,10 @@ def load(cfg: AppConfig) -> Resources:
     start = time.perf_counter()
     device = pick_device(cfg.device)
     text_encoder = load_text_encoder(device)
+    if not cfg.public:
+        from app.jobs import use_registry_root
+
+        use_registry_root(Path(cfg.data_dir))  # browser fine-tunes register there; load them too
     names = generator_names()
     wanted = [n for n in (cfg.base, cfg.compare) if n]
     for name in wanted:
@@ -111,11 +135,23 @@ def load(cfg: AppConfig) -> Resources:
     captions = CaptionIndex(read_captions(captions_file), text_encoder, cache_dir=data_dir)
     res = Resources(cfg=cfg, generators=generators, reward=reward, evaluator=evaluator, captions=captions,
                     cache=ResultCache(cfg.cache_entries), data_dir=data_dir, left=cfg.base, right=right,
-                    notes=notes)
+                    notes=notes, text_encoder=text_encoder, device=device)
+    if not cfg.public:
+        start_jobs(res)
     if cfg.warm:
         warm_up(res)
     res.load_seconds = time.perf_counter() - start
     return res
+
+
+def start_jobs(res: Resources) -> None:
+    """The fine-tune queue (SQLite in the data folder) and its runner thread; a finished job's checkpoint
+    joins the generators, a pruned one leaves them."""
+    from app.jobs import JobRunner, JobStore
+
+    res.jobs = JobStore(res.data_dir / "jobs.sqlite")
+    res.runner = JobRunner(res.jobs, res.data_dir, res.cfg.jobs, on_registered=res.add_generator,
+                           on_pruned=res.remove_generator).start()
 
 
 def warm_up(res: Resources) -> None:

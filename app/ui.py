@@ -1,6 +1,6 @@
 """The page: a title, start-up notes and one tab per module of app/tabs (each exposes `build(res)`).
 
-Later tabs (preference studies, browser fine-tunes) plug in by adding a line to TABS."""
+Tabs plug in by adding a line to `tabs()`."""
 
 from __future__ import annotations
 
@@ -34,9 +34,9 @@ def guarded(fn: Callable) -> Callable:
 
 
 def tabs() -> list[tuple[str, Callable]]:
-    from app.tabs import compare, reward
+    from app.tabs import compare, finetune, reward
 
-    return [("Compare", compare.build), ("Reward", reward.build)]
+    return [("Compare", compare.build), ("Reward", reward.build), ("Fine-tune", finetune.build)]
 
 
 def build(res) -> Any:

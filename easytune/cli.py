@@ -31,6 +31,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("recognize", "easytune.recognize", "Action and side recognition of generated motions, seen vs unseen combos (evaluator)."),
     ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),
     ("sample", "easytune.generate", "Generate motions from text prompts with a base checkpoint (npy + MP4 preview)."),
+    ("study", "easytune.study.cli", "Blind A/B preference studies: create (generate + render), list, results, export."),
     ("train base", "easytune.train_base", "Train the text-to-motion diffusion denoiser (resumable)."),
     ("train evaluator", "easytune.evaluator", "Train the Guo-style evaluator (never used as a reward)."),
     ("train reward", "easytune.reward", "Train the TMR-style text-motion reward model (InfoNCE)."),

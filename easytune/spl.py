@@ -401,6 +401,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from easytune.config import config_from_args
+    from easytune.study.prepare import regenerator
 
-    main(config_from_args(SPLTrainConfig, args))
+    cfg = config_from_args(SPLTrainConfig, args)
+    # study exports hold regeneration recipes: each voted motion is regenerated from its checkpoint
+    # (refused if that checkpoint's weights changed since the vote); models load only when a recipe needs them
+    main(cfg, regenerate=regenerator(device=str(pick_device(cfg.device))) if cfg.human_pairs else None)
     return 0

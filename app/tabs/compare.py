@@ -212,8 +212,8 @@ def build(res) -> None:
                         label="Examples: dataset captions, then content/style pairs the data never shows")
         with gr.Column(scale=2):
             with gr.Row():
-                left = gr.Dropdown(res.names, value=res.left, label="Left checkpoint")
-                right = gr.Dropdown(res.names, value=res.right, label="Right checkpoint")
+                left = gr.Dropdown(res.names, value=res.left, label="Left checkpoint", allow_custom_value=True)
+                right = gr.Dropdown(res.names, value=res.right, label="Right checkpoint", allow_custom_value=True)
             with gr.Row():
                 seconds = gr.Slider(MIN_SECONDS, lim.max_seconds, value=min(DEFAULT_SECONDS, lim.max_seconds),
                                     step=0.5, label="Length (s)")
@@ -258,3 +258,7 @@ def build(res) -> None:
                   api_name="compare")
     event.success(compare_video, inputs, [video, files], api_name="compare_video")
     dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name="random_seed", queue=False)
+    # a browser fine-tune registered since the page loaded joins the lists (the server checks every name,
+    # hence allow_custom_value: the choices a page was built with may be older than the registry)
+    for box in (left, right):
+        box.focus(lambda: gr.update(choices=res.names), None, box, api_name=False, queue=False)
