@@ -34,9 +34,9 @@ def guarded(fn: Callable) -> Callable:
 
 
 def tabs() -> list[tuple[str, Callable]]:
-    from app.tabs import compare, finetune, reward
+    from app.tabs import compare, finetune, reward, study
 
-    return [("Compare", compare.build), ("Reward", reward.build), ("Fine-tune", finetune.build)]
+    return [("Compare", compare.build), ("Reward", reward.build), ("Study", study.build), ("Fine-tune", finetune.build)]
 
 
 def build(res) -> Any:

@@ -6,24 +6,20 @@ launching and cancelling need that token (checked on the server)."""
 
 from __future__ import annotations
 
-import hmac
 import json
-import os
 
 from easytune.errors import UserError
 
 JOB_HEADERS = ["job", "state", "method", "trajectory", "reward (last)", "ETA (s)", "checkpoint", "message"]
-TOKEN_ENV = "EASYTUNE_ADMIN_TOKEN"
 DEFAULT_PROMPTS = "a person waves the right hand\na person walks forward happily\na person bows politely"
 
 
 def check_access(res, token) -> None:
-    """Fine-tunes are off in public mode and, when EASYTUNE_ADMIN_TOKEN is set, need it."""
-    if res.cfg.public or res.jobs is None:
-        raise UserError("fine-tuning is off in this public demo; run the playground yourself to fine-tune")
-    want = os.environ.get(TOKEN_ENV, "")
-    if want and not hmac.compare_digest(str(token or "").encode(), want.encode()):
-        raise UserError("the admin token is wrong; fine-tunes need the token set in EASYTUNE_ADMIN_TOKEN")
+    from app.access import check_admin
+
+    check_admin(res, token, "fine-tuning")
+    if res.jobs is None:
+        raise UserError("fine-tuning is not running on this server (no job queue was started)")
 
 
 def has_dataset() -> bool:
@@ -120,6 +116,7 @@ def build(res) -> None:
     import gradio as gr
     import pandas as pd
 
+    from app.access import token_required
     from app.jobs import METHODS, PROMPT_SOURCES
     from app.ui import guarded
 
@@ -148,7 +145,7 @@ def build(res) -> None:
                 seconds = gr.Slider(1, lim.max_seconds, value=min(4.0, lim.max_seconds), step=0.5,
                                     label=f"Length (1 to {lim.max_seconds:g} s)")
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
-            token = gr.Textbox(label="Admin token", type="password", visible=bool(os.environ.get(TOKEN_ENV)))
+            token = gr.Textbox(label="Admin token", type="password", visible=token_required())
             go = gr.Button("Start fine-tune", variant="primary")
     status = gr.Markdown()
     table = gr.Dataframe(headers=JOB_HEADERS, value=job_rows(res), label="Jobs (newest first)", interactive=False)
