@@ -15,6 +15,12 @@ from app.config import AppConfig, Limits
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+STUDY = """name: browser-study
+prompts: [a person waves the right hand, a person walks forward happily]
+checkpoints: [base, easytune]
+seconds: 3
+attention_checks: 2
+"""
 
 
 def _gray(png: bytes):
@@ -44,10 +50,16 @@ def url(tmp_path_factory):
     _need_browser()
     from app import resources, ui
 
-    cfg = AppConfig(port=7950, data_dir=str(tmp_path_factory.mktemp("app")), limits=Limits(render_size=256))
+    from gradio_client import Client
+
+    cfg = AppConfig(port=7950, data_dir=str(tmp_path_factory.mktemp("app")), limits=Limits(render_size=256),
+                    max_trajectories=3)
     res = resources.load(cfg)
     demo = ui.build(res)
-    yield ui.launch(demo, res)
+    url = ui.launch(demo, res)
+    Client(url, verbose=False).predict("", STUDY, api_name="/study_create")  # the admin's step, by API
+    yield url
+    res.runner.stop()
     demo.close()
 
 
@@ -62,7 +74,8 @@ def test_compare_and_reward_in_chromium(url, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url, wait_until="networkidle")
+        page.goto(url, wait_until="load")  # never "networkidle": the Fine-tune tab's timer polls every 2 s
+        page.get_by_label("Prompt").wait_for(timeout=60_000)
         box = page.get_by_label("Prompt")
         box.fill("a person walks forward and waves")
         page.get_by_role("button", name="Generate both").click()
@@ -93,5 +106,33 @@ def test_compare_and_reward_in_chromium(url, tmp_path):
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "reward.png"), full_page=True)
         assert "easytune (generated, seed 0)" in page.inner_text("body"), "the ranked table shows no generated motion"
+
+        # Study: join, watch the pair's video, vote; the next pair comes
+        page.get_by_role("tab", name="Study").click()
+        page.get_by_label("Study", exact=True).click()
+        page.get_by_role("option", name="browser-study").click()
+        page.get_by_label("Your name (first visit)").fill("Browser rater")
+        page.get_by_role("button", name="Start", exact=True).click()
+        page.get_by_text("Pair 1 of 4").wait_for(timeout=60_000)
+        page.wait_for_function("() => [...document.querySelectorAll('video')].some(v => v.readyState >= 2 && "
+                               "v.offsetParent !== null)", timeout=60_000)
+        page.get_by_role("radio", name="Left").nth(0).check()  # text alignment (the first group)
+        page.get_by_role("radio", name="Tie").nth(1).check()  # realism
+        page.screenshot(path=str(shots / "study.png"), full_page=True)
+        page.get_by_role("button", name="Submit vote").click()
+        page.get_by_text("Pair 2 of 4").wait_for(timeout=60_000)
+
+        # Fine-tune: start the default job (3 trajectories on this server) and watch it finish
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.get_by_role("button", name="Start fine-tune").click()
+        page.get_by_text("submitted").first.wait_for(timeout=30_000)
+        try:
+            page.get_by_text("registered as ft-0001-easytune").filter(visible=True).first.wait_for(timeout=240_000)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "finetune_failed.png"), full_page=True)
+            raise AssertionError(f"the job never showed as done; page: {tmp_path / 'finetune_failed.png'}") from None
+        page.wait_for_timeout(2500)  # one more timer tick: the curve and the log
+        page.screenshot(path=str(shots / "finetune.png"), full_page=True)
+        assert "held-out reward" in page.inner_text("body")
         browser.close()
     assert not errors, errors

@@ -126,8 +126,9 @@ def build(res) -> None:
                     "minutes). Run `python app.py` on your own machine to use it.")
     gr.Markdown("A short EasyTune fine-tune of the left-hand default checkpoint against the reward model, in a "
                 "worker process (one job at a time; others wait in a queue). The default run (LoRA rank 8, "
-                "30 trajectories of 4 prompts, 4 s motions) takes a few minutes on 2 CPU cores. When it is done "
-                "its checkpoint joins the Compare tab's lists.")
+                "30 trajectories of 4 prompts drawn from yours, 4 s motions) took about 2 minutes on 2 CPU cores "
+                "and raised its prompts' reward (bench/bench_browser_finetune.py). When it is done its checkpoint "
+                "joins the Compare tab's lists.")
     with gr.Row():
         with gr.Column():
             method = gr.Dropdown(list(METHODS), value="easytune", label="Method")
@@ -150,7 +151,7 @@ def build(res) -> None:
     status = gr.Markdown()
     table = gr.Dataframe(headers=JOB_HEADERS, value=job_rows(res), label="Jobs (newest first)", interactive=False)
     with gr.Row():
-        job_id = gr.Number(label="Job", precision=0, minimum=1)
+        job_id = gr.Number(label="Job", precision=0)
         stop = gr.Button("Cancel job")
     summary = gr.Markdown()
     curve = gr.LinePlot(x="trajectory", y="reward", label="Reward of each trajectory's final sample", height=250)
@@ -158,7 +159,9 @@ def build(res) -> None:
 
     def refresh(selected):
         text, points, tail = details(res, selected)
-        return job_rows(res), text, pd.DataFrame(points, columns=["trajectory", "reward"]), tail
+        # typed even when empty: a numeric axis, not categories
+        frame = pd.DataFrame(points, columns=["trajectory", "reward"]).astype({"trajectory": "int64", "reward": "float64"})
+        return job_rows(res), text, frame, tail
 
     def submitted(message):
         job = int(message.split()[1])
