@@ -275,6 +275,11 @@ CASES: list[tuple[list[str], str]] = [
     (["finetune", "--batch-size", "0", "--data", D], "batch_size must be an integer from 1 to 256"),
     (["finetune", "select", "--config", "bad.json"], "not valid JSON"),
     (["finetune", "select", "--seed", "-3"], r"'seed' must be an integer in \[0, "),
+    (["study", "create", "bad.yaml", "--db", "s.sqlite", "--media", "m"], r"bad\.yaml is not valid YAML"),
+    (["study", "create", "missing.yaml", "--db", "s.sqlite", "--media", "m"], "missing.yaml does not exist"),
+    (["study", "results", "nope", "--db", "s.sqlite"], "no study database at s.sqlite"),
+    (["study", "export", "nope", "--db", "file.txt", "--csv", "o.csv"], "file.txt is not a readable study database"),
+    (["study", "export", "nope", "--db", "s.sqlite"], "needs --csv FILE, --pairs FILE or both"),
     (["frobnicate"], "unknown command 'frobnicate'; `python -m easytune --help` lists the commands"),
 ]
 
