@@ -4,7 +4,7 @@ The page submits a `JobRequest` (bounded settings, checked here); `JobStore` kee
 state in SQLite (WAL, so the worker process writes progress while the app reads it); `JobRunner`, a
 thread in the app, starts the queued jobs one at a time as `python -m app.worker DB ID` subprocesses, so a
 crash or a kill of a job never takes the app down: the job is marked failed with the end of its log.
-A finished job's LoRA adapter (or full fine-tune) is registered under a generated name (`ft-<id>-<method>`,
+A finished job's LoRA adapter (or full fine-tune) is registered under a generated name (`ft-<id>-<method>-<stamp>`,
 never a user-given string) in `<data_dir>/checkpoints`, a registry root, and loaded into the playground;
 the oldest browser fine-tunes beyond `keep` are pruned. Cancel sets a flag the worker reads before each
 trajectory (`should_stop`): the run saves its last checkpoint and stops. On start-up, jobs left
@@ -13,6 +13,7 @@ trajectory (`should_stop`): the run saves its last checkpoint and stops. On star
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 STATES = ("queued", "running", "done", "failed", "cancelled")
 METHODS = ("easytune", "refl", "draft", "draft-lv", "alignprop", "drtune")
-PROMPT_SOURCES = ("typed prompts", "dataset train split")
+PROMPT_SOURCES = ("typed prompts", "a study's prompts", "dataset train split")
 MAX_PROMPTS, MAX_PROMPT_CHARS = 64, 300
 
 
@@ -87,12 +88,13 @@ def check_request(req: JobRequest, limits: JobLimits, bases: list[str], has_data
                      base_penalty=_bounded(req.base_penalty, "guard weight", 0, 100),
                      seconds=_bounded(req.seconds, "length (seconds)", 1, limits.max_seconds),
                      seed=_bounded(req.seed, "seed", 0, 2**31 - 1, True))
-    if req.prompt_source == "typed prompts":
+    if req.prompt_source in ("typed prompts", "a study's prompts"):  # the tab fills a study's prompts in
         from easytune.generate import check_prompts
 
         lines = [p.strip() for p in (req.prompts or []) if isinstance(p, str) and p.strip()]
         if not lines:
-            raise UserError("type at least one training prompt (one per line)")
+            raise UserError("type at least one training prompt (one per line)" if req.prompt_source == "typed prompts"
+                            else "the chosen study has no prompts")
         if len(lines) > MAX_PROMPTS:
             raise UserError(f"{len(lines)} prompts typed; at most {MAX_PROMPTS} per fine-tune")
         if max(len(p) for p in lines) > MAX_PROMPT_CHARS:
@@ -239,7 +241,10 @@ def _job(row: sqlite3.Row) -> dict[str, Any]:
 # === running jobs ====================================================================================
 
 def adapter_name(job: dict[str, Any]) -> str:
-    return f"ft-{int(job['id']):04d}-{job['request']['method']}"
+    """ft-<job>-<method>-<6 hex of the job's creation time>: job ids restart with each data folder, and
+    registry names must be unique across every registry root."""
+    stamp = hashlib.sha256(repr(job["created"]).encode()).hexdigest()[:6]
+    return f"ft-{int(job['id']):04d}-{job['request']['method']}-{stamp}"
 
 
 def job_dir(data_dir: Path, job_id: int) -> Path:

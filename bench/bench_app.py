@@ -1,6 +1,9 @@
 """Playground latency and load: the real `python app.py` in a subprocess, driven by gradio_client over loopback.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_app.py            # ~10 min on 2 cores; writes bench/results/app.*
+    .venv/bin/python bench/bench_app.py            # ~4 min on 2 cores; writes bench/results/app.*
+
+The server runs as `python app.py` does for a user: torch's default threads (OMP_NUM_THREADS is removed
+from its environment), so on 2 cores a request uses both.
 
 Single user: `--repeats` clicks of Compare (6 s motions, the checkpoints' 10 steps, guidance 2.5, a new
 seed each time so nothing comes from the cache) timed as the page sees them: /compare (motions, scores,
@@ -29,7 +32,8 @@ PROMPT = "a person walks forward and waves"
 
 
 def start_server(port: int, log: Path) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO,
                             env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -151,7 +155,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     proc, url = start_server(args.port, out.with_suffix(".server.log"))
     try:
-        res = {"command": "OMP_NUM_THREADS=1 .venv/bin/python bench/bench_app.py " + " ".join(sys.argv[1:]),
+        res = {"command": ".venv/bin/python bench/bench_app.py " + " ".join(sys.argv[1:]),
                "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores",
                "left": args.left, "right": args.right, "repeats": args.repeats,
                "single_user": single_user(url, args.repeats, args.left, args.right, args.timeout),

@@ -6,6 +6,7 @@ Skips without playwright or chromium, except under CI=true, where it fails."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def test_compare_and_reward_in_chromium(url, tmp_path):
         page.get_by_role("button", name="Start fine-tune").click()
         page.get_by_text("submitted").first.wait_for(timeout=30_000)
         try:
-            page.get_by_text("registered as ft-0001-easytune").filter(visible=True).first.wait_for(timeout=240_000)
+            page.get_by_text(re.compile(r"registered as ft-0001-easytune-[0-9a-f]{6}")).filter(visible=True).first.wait_for(timeout=240_000)
         except Exception:
             page.screenshot(path=str(tmp_path / "finetune_failed.png"), full_page=True)
             raise AssertionError(f"the job never showed as done; page: {tmp_path / 'finetune_failed.png'}") from None

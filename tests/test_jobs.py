@@ -6,6 +6,7 @@ cancellation, a worker killed with SIGKILL, a restart, access rules and out-of-r
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -20,9 +21,10 @@ PROMPTS = "a person waves the right hand\na person walks forward"
 
 
 def _settings(trajectories: int, **kw) -> list:
-    """/finetune's inputs: token, method, trajectories, K, lr, LoRA rank, guard, source, prompts, seconds, seed."""
+    """/finetune's inputs: token, method, trajectories, K, lr, LoRA rank, guard, source, prompts, seconds, seed,
+    study."""
     values = dict(token="", method="easytune", trajectories=trajectories, k=2, lr=1e-3, lora_rank=4, guard=1.0,
-                  source="typed prompts", prompts=PROMPTS, seconds=1.0, seed=0)
+                  source="typed prompts", prompts=PROMPTS, seconds=1.0, seed=0, study="")
     values.update(kw)
     return list(values.values())
 
@@ -109,7 +111,7 @@ def test_job_runs_registers_and_prunes(served):
     job = _wait(res, job_id, ("done", "failed"))
     assert job["state"] == "done", job["message"]
     name = job["adapter"]
-    assert name == f"ft-{job_id:04d}-easytune" and name in res.names
+    assert re.fullmatch(rf"ft-{job_id:04d}-easytune-[0-9a-f]{{6}}", name) and name in res.names
     assert "held-out reward" in job["message"] and "registered as" in job["message"]
     rows, text, curve, tail = client.predict(job_id, api_name="/jobs")
     assert rows["data"][0][:3] == [job_id, "done", "easytune"] and "held-out reward" in text
@@ -153,6 +155,8 @@ def test_access_token_and_bad_settings(served, monkeypatch):
     res, client = served
     assert "learning rate must be" in _error(client, *_settings(2, lr=1.0), api_name="/finetune")
     assert "at least one training prompt" in _error(client, *_settings(2, prompts="  \n "), api_name="/finetune")
+    assert "no study on this server" in _error(client, *_settings(2, source="a study's prompts", study="x"),
+                                               api_name="/finetune")
     monkeypatch.setenv("EASYTUNE_ADMIN_TOKEN", "s3cret")
     assert "admin token is wrong" in _error(client, *_settings(2), api_name="/finetune")
     assert "admin token is wrong" in _error(client, "guess", 1, api_name="/cancel_job")

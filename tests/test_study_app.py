@@ -195,3 +195,16 @@ def test_kill_9_of_the_server_loses_no_committed_vote(served, study, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_study_s_prompts_train_a_browser_fine_tune(served, study):
+    res, url, Client = served
+    client = Client(url, verbose=False)
+    message = client.predict("", "easytune", 1, 2, 1e-3, 4, 1.0, "a study's prompts", "", 1.0, 0, "tab-study",
+                             api_name="/finetune")
+    job = res.jobs.get(int(message.split()[1]))
+    assert job["request"]["prompts"] == ["a person waves the right hand", "a person walks forward"]
+    deadline = time.time() + 120
+    while res.jobs.get(job["id"])["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.5)
+    assert res.jobs.get(job["id"])["state"] == "done", res.jobs.get(job["id"])["message"]

@@ -28,13 +28,18 @@ def has_dataset() -> bool:
     return (REPO / "datasets" / "bandai" / "dataset.json").is_file()
 
 
-def launch(res, token, method, trajectories, k, lr, lora_rank, guard, source, prompts_text, seconds, seed) -> str:
+def launch(res, token, method, trajectories, k, lr, lora_rank, guard, source, prompts_text, seconds, seed,
+           study="") -> str:
     from app.jobs import JobRequest, check_request
 
     check_access(res, token)
+    lines = str(prompts_text or "").splitlines()
+    if source == "a study's prompts":
+        from app.tabs.study import _study
+
+        lines = list(_study(res, study).config.prompts)
     req = JobRequest(method=method, trajectories=trajectories, k=k, lr=lr, lora_rank=lora_rank, base_penalty=guard,
-                     prompt_source=source, prompts=str(prompts_text or "").splitlines(), seconds=seconds,
-                     base=res.left, seed=seed)
+                     prompt_source=source, prompts=lines, seconds=seconds, base=res.left, seed=seed)
     req = check_request(req, res.cfg.jobs, res.names, has_dataset())
     job_id = res.jobs.submit(req, res.cfg.jobs.max_queued)
     position = res.jobs.position(job_id)
@@ -118,6 +123,7 @@ def build(res) -> None:
 
     from app.access import token_required
     from app.jobs import METHODS, PROMPT_SOURCES
+    from app.tabs.study import study_names
     from app.ui import guarded
 
     lim = res.cfg.jobs
@@ -127,7 +133,8 @@ def build(res) -> None:
     gr.Markdown("A short EasyTune fine-tune of the left-hand default checkpoint against the reward model, in a "
                 "worker process (one job at a time; others wait in a queue). The default run (LoRA rank 8, "
                 "30 trajectories of 4 prompts drawn from yours, 4 s motions) took about 2 minutes on 2 CPU cores "
-                "and raised its prompts' reward (bench/bench_browser_finetune.py). When it is done its checkpoint "
+                "and raised its 3 default prompts' reward from 0.702 to 0.955, against no change at lr 0 "
+                "(bench/bench_browser_finetune.py). When it is done its checkpoint "
                 "joins the Compare tab's lists.")
     with gr.Row():
         with gr.Column():
@@ -140,6 +147,7 @@ def build(res) -> None:
             guard = gr.Slider(0, 100, value=1.0, step=0.5, label="Guard weight: stay near the base's x0 (0 to 100)")
         with gr.Column():
             source = gr.Radio(list(PROMPT_SOURCES), value="typed prompts", label="Training prompts")
+            study = gr.Dropdown(study_names(res), label="Study (for a study's prompts)", allow_custom_value=True)
             prompts = gr.Textbox(value=DEFAULT_PROMPTS, lines=4, label="Typed prompts, one per line (at most 64); "
                                  "the held-out reward is measured on them with fixed validation noise")
             with gr.Row():
@@ -168,8 +176,9 @@ def build(res) -> None:
         return (message, job, *refresh(job))
 
     go.click(guarded(lambda *a: launch(res, *a)), [token, method, trajectories, k, lr, lora_rank, guard, source,
-                                                   prompts, seconds, seed], status, api_name="finetune") \
+                                                   prompts, seconds, seed, study], status, api_name="finetune") \
         .success(submitted, status, [status, job_id, table, summary, curve, log_box], api_name=False)
     stop.click(guarded(lambda t, j: cancel(res, t, j)), [token, job_id], status, api_name="cancel_job")
+    study.focus(lambda: gr.update(choices=study_names(res)), None, study, api_name=False, queue=False)
     job_id.change(refresh, job_id, [table, summary, curve, log_box], api_name=False, queue=False)
     gr.Timer(2.0).tick(refresh, job_id, [table, summary, curve, log_box], api_name="jobs", queue=False)
