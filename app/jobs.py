@@ -32,8 +32,6 @@ from easytune.errors import UserError
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
-STATES = ("queued", "running", "done", "failed", "cancelled")
-METHODS = ("easytune", "refl", "draft", "draft-lv", "alignprop", "drtune")
 PROMPT_SOURCES = ("typed prompts", "a study's prompts", "dataset train split")
 MAX_PROMPTS, MAX_PROMPT_CHARS = 64, 300
 
@@ -63,31 +61,23 @@ class JobRequest:
     seed: int = 0
 
 
-def _bounded(value: Any, name: str, lo: float, hi: float, integer: bool = False) -> float | int:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}") from None
-    if v != v or not lo <= v <= hi or (integer and v != int(v)):
-        kind = "a whole number" if integer else "a number"
-        raise UserError(f"{name} must be {kind} from {lo:g} to {hi:g}, got {value!r}")
-    return int(v) if integer else v
-
-
 def check_request(req: JobRequest, limits: JobLimits, bases: list[str], has_dataset: bool) -> JobRequest:
     """The request with numbers coerced, or a UserError naming the first setting out of bounds."""
+    from app.ui import check_number
+    from easytune.finetune.harness import METHODS
     if req.method not in METHODS:
         raise UserError(f"method must be one of {', '.join(METHODS)}, got {req.method!r}")
     if req.base not in bases:
         raise UserError(f"base checkpoint {req.base!r} is not loaded; choose one of {', '.join(bases)}")
     out = JobRequest(method=req.method, base=req.base, prompt_source=req.prompt_source,
-                     trajectories=_bounded(req.trajectories, "trajectories", 1, limits.max_trajectories, True),
-                     k=_bounded(req.k, "optimized steps K", 0, 100, True),
-                     lr=_bounded(req.lr, "learning rate", 1e-7, 1e-2),
-                     lora_rank=_bounded(req.lora_rank, "LoRA rank", 0, 64, True),
-                     base_penalty=_bounded(req.base_penalty, "guard weight", 0, 100),
-                     seconds=_bounded(req.seconds, "length (seconds)", 1, limits.max_seconds),
-                     seed=_bounded(req.seed, "seed", 0, 2**31 - 1, True))
+                     trajectories=check_number(req.trajectories, "trajectories", 1, limits.max_trajectories,
+                                               integer=True),
+                     k=check_number(req.k, "optimized steps K", 0, 100, integer=True),
+                     lr=check_number(req.lr, "learning rate", 1e-7, 1e-2),
+                     lora_rank=check_number(req.lora_rank, "LoRA rank", 0, 64, integer=True),
+                     base_penalty=check_number(req.base_penalty, "guard weight", 0, 100),
+                     seconds=check_number(req.seconds, "length (seconds)", 1, limits.max_seconds),
+                     seed=check_number(req.seed, "seed", 0, 2**31 - 1, integer=True))
     if req.prompt_source in ("typed prompts", "a study's prompts"):  # the tab fills a study's prompts in
         from easytune.generate import check_prompts
 

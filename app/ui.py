@@ -33,6 +33,18 @@ def guarded(fn: Callable) -> Callable:
     return wrapper
 
 
+def check_number(value, what: str, lo: float, hi: float, *, integer: bool = False) -> float:
+    """A number from the page or the API within [lo, hi] (NaN refused), else one sentence naming it."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be a number from {lo:g} to {hi:g}, got {value!r}") from None
+    if not (lo <= v <= hi) or (integer and v != int(v)):
+        kind = "a whole number" if integer else "a number"
+        raise UserError(f"{what} must be {kind} from {lo:g} to {hi:g}, got {value!r}")
+    return int(v) if integer else v
+
+
 def tabs() -> list[tuple[str, Callable]]:
     from app.tabs import compare, finetune, reward, study
 

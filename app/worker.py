@@ -42,13 +42,12 @@ def main(argv: list[str]) -> int:
     job = store.get(job_id)
     cfg = config_for(job["request"], job_dir(data_dir, job_id))
     start, total = time.perf_counter(), cfg.trajectories
-    first_step: list[int] = []
+    first: dict[str, int] = {}  # the first trajectory this process ran (a resumed job starts later)
 
     def on_step(metrics: dict) -> None:
         step = int(metrics["step"])
-        first_step.append(step) if not first_step else None
-        done = step - first_step[0] + 1
-        per = (time.perf_counter() - start) / done
+        first.setdefault("step", step)
+        per = (time.perf_counter() - start) / (step - first["step"] + 1)
         store.progress(job_id, {**{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
                                 "total": total, "eta_s": per * (total - step)})
 

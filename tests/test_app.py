@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.config import AppConfig, Limits
+from app_client import api_error
 
 REPO = Path(__file__).resolve().parent.parent
 PROMPT = "a person raises the right hand and waves"
@@ -33,16 +34,6 @@ def served(tmp_path_factory):
     assert url.startswith("http://127.0.0.1:")
     yield res, Client(url, verbose=False)
     demo.close()
-
-
-def _error(client, *args, api_name):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError) as info:
-        client.predict(*args, api_name=api_name)
-    message = str(info.value)
-    assert "Traceback" not in message and "\n" not in message.strip(), message
-    return message
 
 
 def test_compare_scores_both_sides_from_the_same_noise(served):
@@ -119,13 +110,13 @@ def _generated_joints(res):
 ])
 def test_compare_bad_inputs_are_one_sentence(served, args, pattern):
     res, client = served
-    message = _error(client, *args, res.names[0], res.names[0], api_name="/compare")
+    message = api_error(client, *args, res.names[0], res.names[0], api_name="/compare")
     assert re.search(pattern, message), message
 
 
 def test_unknown_checkpoint_is_one_sentence(served):
     res, client = served
-    message = _error(client, *ARGS, "no-such-model", res.names[0], api_name="/compare")
+    message = api_error(client, *ARGS, "no-such-model", res.names[0], api_name="/compare")
     assert "no-such-model" in message
 
 
@@ -143,7 +134,7 @@ def test_reward_bad_inputs_are_one_sentence(served, tmp_path):
         (["a person waves", [handle_file(str(tmp_path / "pickle.npy"))], "centimetres", [], 1.5, 0], r"pickle\.npy"),
     ]
     for args, pattern in cases:
-        message = _error(client, *args, api_name="/score")
+        message = api_error(client, *args, api_name="/score")
         assert re.search(pattern, message), message
         assert "/tmp/" not in message  # the server's temporary paths stay private
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from app.config import AppConfig, Limits
+from app_client import api_error
 from app.jobs import JobLimits, JobRequest, JobStore, check_request
 
 PROMPTS = "a person waves the right hand\na person walks forward"
@@ -27,16 +28,6 @@ def _settings(trajectories: int, **kw) -> list:
                   source="typed prompts", prompts=PROMPTS, seconds=1.0, seed=0, study="")
     values.update(kw)
     return list(values.values())
-
-
-def _error(client, *args, api_name):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError) as info:
-        client.predict(*args, api_name=api_name)
-    message = str(info.value)
-    assert "Traceback" not in message and "\n" not in message.strip(), message
-    return message
 
 
 def _wait(res, job_id: int, states: tuple[str, ...], timeout: float = 180.0, step: int | None = None) -> dict:
@@ -131,13 +122,13 @@ def test_queue_limit_and_cancel(served):
     _wait(res, running, ("running",), step=1)
     waiting = client.predict(*_settings(2), api_name="/finetune")
     assert "position 1 in the queue" in waiting
-    assert "already waiting" in _error(client, *_settings(2), api_name="/finetune")
+    assert "already waiting" in api_error(client, *_settings(2), api_name="/finetune")
     assert "before it started" in client.predict("", int(waiting.split()[1]), api_name="/cancel_job")
     assert "next trajectory" in client.predict("", running, api_name="/cancel_job")
     job = _wait(res, running, ("cancelled", "failed"), timeout=60)
     assert job["state"] == "cancelled" and "last checkpoint is kept" in job["message"]
     assert (res.data_dir / "jobs" / f"job_{running:04d}" / "run" / "last" / "config.json").is_file()
-    assert "only queued or running" in _error(client, "", running, api_name="/cancel_job")
+    assert "only queued or running" in api_error(client, "", running, api_name="/cancel_job")
 
 
 def test_killed_worker_fails_the_job_not_the_app(served):
@@ -153,13 +144,13 @@ def test_killed_worker_fails_the_job_not_the_app(served):
 
 def test_access_token_and_bad_settings(served, monkeypatch):
     res, client = served
-    assert "learning rate must be" in _error(client, *_settings(2, lr=1.0), api_name="/finetune")
-    assert "at least one training prompt" in _error(client, *_settings(2, prompts="  \n "), api_name="/finetune")
-    assert "no study on this server" in _error(client, *_settings(2, source="a study's prompts", study="x"),
+    assert "learning rate must be" in api_error(client, *_settings(2, lr=1.0), api_name="/finetune")
+    assert "at least one training prompt" in api_error(client, *_settings(2, prompts="  \n "), api_name="/finetune")
+    assert "no study on this server" in api_error(client, *_settings(2, source="a study's prompts", study="x"),
                                                api_name="/finetune")
     monkeypatch.setenv("EASYTUNE_ADMIN_TOKEN", "s3cret")
-    assert "admin token is wrong" in _error(client, *_settings(2), api_name="/finetune")
-    assert "admin token is wrong" in _error(client, "guess", 1, api_name="/cancel_job")
+    assert "admin token is wrong" in api_error(client, *_settings(2), api_name="/finetune")
+    assert "admin token is wrong" in api_error(client, "guess", 1, api_name="/cancel_job")
 
 
 def test_public_mode_refuses_fine_tunes(tmp_path):
@@ -172,7 +163,7 @@ def test_public_mode_refuses_fine_tunes(tmp_path):
     try:
         client = Client(ui.launch(demo, res), verbose=False)
         assert res.jobs is None
-        assert "off in this public demo" in _error(client, *_settings(2), api_name="/finetune")
+        assert "off in this public demo" in api_error(client, *_settings(2), api_name="/finetune")
     finally:
         demo.close()
     assert not Path(tmp_path, "jobs.sqlite").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from app.config import AppConfig, Limits
+from app_client import api_error
 from easytune.study import store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,16 +29,6 @@ seconds: 1
 steps: 2
 attention_checks: 2
 """
-
-
-def _error(client, *args, api_name):
-    from gradio_client.exceptions import AppError
-
-    with pytest.raises(AppError) as info:
-        client.predict(*args, api_name=api_name)
-    message = str(info.value)
-    assert "Traceback" not in message and "\n" not in message.strip(), message
-    return message
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +80,7 @@ def test_create_vote_flag_results_and_export(served, study):
     admin = Client(url, verbose=False)
     made = admin.predict("", CONFIG, api_name="/study_create")  # again: the same study, nothing regenerated
     assert made == study and "tab-study" in made and "4 pairs" in made  # 2 prompts x 1 seed + 2 attention checks
-    assert "configuration cannot change" in _error(admin, "", CONFIG.replace("seconds: 1", "seconds: 2"),
+    assert "configuration cannot change" in api_error(admin, "", CONFIG.replace("seconds: 1", "seconds: 2"),
                                                    api_name="/study_create")
     # rater 1: careful (always the true motion on mismatches); rater 2 picks the decoy once
     careful, sloppy = Client(url, verbose=False), Client(url, verbose=False)
@@ -117,7 +108,7 @@ def test_create_vote_flag_results_and_export(served, study):
     assert again[0] == ada and again[2] is None and "rated all 4 pairs" in again[3]
     # the stored browser code continues too; a vote past the end is one sentence
     assert "rated all 4 pairs" in Client(url, verbose=False).predict("tab-study", "", "", bob, api_name="/study_start")[3]
-    assert "there is no pair to vote on" in _error(sloppy, "tab-study", bob, "Left", "Left", "", api_name="/study_vote")
+    assert "there is no pair to vote on" in api_error(sloppy, "tab-study", bob, "Left", "Left", "", api_name="/study_vote")
 
     report, files = admin.predict("", "tab-study", api_name="/study_results")
     assert "Bob" in report and "flag" in report.lower() and "Wilson" in report
@@ -134,16 +125,16 @@ def test_create_vote_flag_results_and_export(served, study):
 def test_bad_study_inputs_are_one_sentence(served, study, monkeypatch):
     res, url, Client = served
     client = Client(url, verbose=False)
-    assert "not valid YAML" in _error(client, "", "name: [unclosed", api_name="/study_create")
-    assert "prompts" in _error(client, "", "name: x\ncheckpoints: [base, easytune]\n", api_name="/study_create")
-    assert "rater name must be" in _error(client, "tab-study", "", "", "", api_name="/study_start")
-    assert "no study named 'nope'; studies: tab-study" in _error(client, "nope", "Ada", "", "", api_name="/study_start")
+    assert "not valid YAML" in api_error(client, "", "name: [unclosed", api_name="/study_create")
+    assert "prompts" in api_error(client, "", "name: x\ncheckpoints: [base, easytune]\n", api_name="/study_create")
+    assert "rater name must be" in api_error(client, "tab-study", "", "", "", api_name="/study_start")
+    assert "no study named 'nope'; studies: tab-study" in api_error(client, "nope", "Ada", "", "", api_name="/study_start")
     code = client.predict("tab-study", "Cy", "", "", api_name="/study_start")[0]
-    assert "not in the list of choices" in _error(client, "tab-study", code, "Maybe", "Left", "", api_name="/study_vote")
-    assert "no rater" in _error(client, "tab-study", "", "", "ZZZZZZZZ", api_name="/study_start").lower()
+    assert "not in the list of choices" in api_error(client, "tab-study", code, "Maybe", "Left", "", api_name="/study_vote")
+    assert "no rater" in api_error(client, "tab-study", "", "", "ZZZZZZZZ", api_name="/study_start").lower()
     monkeypatch.setenv("EASYTUNE_ADMIN_TOKEN", "s3cret")
-    assert "admin token is wrong" in _error(client, "", CONFIG, api_name="/study_create")
-    assert "admin token is wrong" in _error(client, "x", "tab-study", api_name="/study_results")
+    assert "admin token is wrong" in api_error(client, "", CONFIG, api_name="/study_create")
+    assert "admin token is wrong" in api_error(client, "x", "tab-study", api_name="/study_results")
 
 
 def _start_app(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen, str]:

@@ -41,19 +41,9 @@ class CompareRequest:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _number(value, what: str, lo: float, hi: float, *, integer: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{what} must be a number from {lo:g} to {hi:g}, got {value!r}") from None
-    if not (lo <= v <= hi) or (integer and v != int(v)):
-        kind = "a whole number" if integer else "a number"
-        raise UserError(f"{what} must be {kind} from {lo:g} to {hi:g}, got {value!r}")
-    return int(v) if integer else v
-
-
 def check_request(res, prompt, seconds, seed, guidance, steps, left, right) -> CompareRequest:
     """Every input checked against the app's limits; a UserError names the first bad one."""
+    from app.ui import check_number
     from easytune.diffusion import MAX_GUIDANCE, MIN_GUIDANCE
     from easytune.generate import MIN_SECONDS, check_prompts
 
@@ -61,10 +51,10 @@ def check_request(res, prompt, seconds, seed, guidance, steps, left, right) -> C
         raise UserError("the prompt must be text")
     prompt = check_prompts(prompt)[0]
     lim = res.limits
-    seconds = _number(seconds, "length (seconds)", MIN_SECONDS, lim.max_seconds)
-    seed = _number(seed, "seed", 0, MAX_SEED, integer=True)  # the page sends floats: stay exact
-    guidance = _number(guidance, "guidance", MIN_GUIDANCE, MAX_GUIDANCE)
-    steps = _number(steps, "sampling steps", 1, lim.max_steps, integer=True)
+    seconds = check_number(seconds, "length (seconds)", MIN_SECONDS, lim.max_seconds)
+    seed = check_number(seed, "seed", 0, MAX_SEED, integer=True)  # the page sends floats: stay exact
+    guidance = check_number(guidance, "guidance", MIN_GUIDANCE, MAX_GUIDANCE)
+    steps = check_number(steps, "sampling steps", 1, lim.max_steps, integer=True)
     for side, name in (("left", left), ("right", right)):
         if name not in res.generators:
             raise UserError(f"the {side} checkpoint {name!r} is not available; choose one of "

@@ -122,7 +122,8 @@ def build(res) -> None:
     import pandas as pd
 
     from app.access import token_required
-    from app.jobs import METHODS, PROMPT_SOURCES
+    from app.jobs import PROMPT_SOURCES
+    from easytune.finetune.harness import METHODS
     from app.tabs.study import study_names
     from app.ui import guarded
 

@@ -108,7 +108,8 @@ def summary(rows: list[list], n_motions: int, n_prompts: int) -> str:
 
 
 def score(res, prompts_text, files, bvh_units, names, seconds, seed) -> tuple[str, list[list]]:
-    from app.tabs.compare import MAX_SEED, _number
+    from app.tabs.compare import MAX_SEED
+    from app.ui import check_number
     from easytune.generate import MIN_SECONDS
 
     lim = res.limits
@@ -116,8 +117,8 @@ def score(res, prompts_text, files, bvh_units, names, seconds, seed) -> tuple[st
     names = list(names or [])
     for name in names:
         res.bundle(name)
-    seconds = _number(seconds, "length (seconds)", MIN_SECONDS, lim.max_seconds)
-    seed = _number(seed, "seed", 0, MAX_SEED, integer=True)
+    seconds = check_number(seconds, "length (seconds)", MIN_SECONDS, lim.max_seconds)
+    seed = check_number(seed, "seed", 0, MAX_SEED, integer=True)
     candidates = load_uploads(res, files, bvh_units)
     if len(candidates) + len(names) > lim.max_candidates:
         raise UserError(f"{len(candidates) + len(names)} motions given; at most {lim.max_candidates} are ranked at once")
