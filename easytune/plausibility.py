@@ -95,6 +95,7 @@ def composite(parts: Mapping[str, tuple[float, RewardFn]]) -> Callable[..., dict
            mask: torch.Tensor | None = None, timesteps_for: Sequence[str] = ()) -> dict[str, torch.Tensor]:
         terms = {name: r(features, texts, timestep if name in timesteps_for else None, mask=mask)
                  for name, (w, r) in parts.items() if w}
-        total = sum(parts[name][0] * v for name, v in terms.items())
+        total = sum((parts[name][0] * v for name, v in terms.items()),
+                    features.new_zeros(features.shape[0]))  # all weights zero: a zero reward, still a tensor
         return {"total": total, **terms}
     return fn

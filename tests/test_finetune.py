@@ -142,6 +142,42 @@ def test_one_update_equals_an_independent_reward_gradient(ckpts, tmp_path, text_
     assert moved > 0
 
 
+def test_pair_distance_is_the_rms_over_valid_frames():
+    x = torch.zeros(4, 3, 2)
+    x[1, :2] = 3.0  # pair 0 differs by 3 on its two valid frames; frame 2 is padding
+    x[1, 2] = 100.0
+    x[3] = 1.0  # pair 1 differs by 1 on every frame
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 1], [1, 1, 1]], dtype=torch.bool)
+    torch.testing.assert_close(H.pair_distance(x, mask), torch.tensor([3.0, 1.0]))
+
+
+def test_diversity_guard_pairs_prompts_and_pushes_collapsed_pairs_apart(ckpts, tmp_path, text_encoder):
+    with pytest.raises(UserError, match="batch_size must be even"):
+        _cfg(ckpts, tmp_path, diversity_weight=1.0, batch_size=3).validate()
+    cfg = _cfg(ckpts, tmp_path, steps=2, k=1, batch_size=4, diversity_weight=1.0, reward_weight=0.0,
+               optimizer="sgd", lr=0.5, grad_clip=0.0, warmup=0, min_lr_ratio=1.0, val_prompts=0)
+    run = H.setup(cfg, text_encoder)
+    prep = run.prepare_batch(0)
+    assert prep.prompts[0::2] == prep.prompts[1::2] and not torch.equal(prep.x_T[0::2], prep.x_T[1::2])
+    sampler = prep.sampler(run.model, run.bundle.diffusion)
+    with torch.no_grad():
+        x1 = sampler.step(prep.x_T, 0).out.prev_sample
+
+    def guard():
+        return run.objective(sampler.step(x1, 1), sampler, prep)
+
+    assert float(guard()["diversity_guard"]) == 0.0  # the tuned copy still equals the base
+    with torch.no_grad():  # collapse the tuned model: its x0 now varies half as much as the base's
+        run.model.motion_out.weight.mul_(0.5)
+        run.model.motion_out.bias.mul_(0.5)
+    terms = guard()
+    assert float(terms["diversity_ratio"]) < 0.9 and float(terms["diversity_guard"]) > 0.1
+    terms["loss"].backward()
+    run.clip_and_step()
+    after = guard()
+    assert float(after["diversity_ratio"]) > float(terms["diversity_ratio"])  # the step spread the pairs
+
+
 def _watch(model, log):
     first = next(p for p in model.parameters() if p.requires_grad)
     model.register_forward_pre_hook(lambda m, a: log.append(first.detach().clone()))

@@ -73,6 +73,7 @@ class FinetuneConfig:
     skate_weight: float = field(default=0.0, metadata={"help": "weight of the foot-skating penalty (m/s of sliding in contact)"})
     jerk_weight: float = field(default=0.0, metadata={"help": "weight of the jerk penalty (m/s^3; the base has ~165)"})
     floor_weight: float = field(default=0.0, metadata={"help": "weight of the floor-penetration penalty (m)"})
+    diversity_weight: float = field(default=0.0, metadata={"help": "weight of the diversity guard: each batch holds batch_size/2 prompts twice with different noise, and the guard penalises the tuned pair's x0 distance falling below the frozen base's at the same x_t"})
     # --- baselines' own settings (refl.py, draft.py, alignprop.py, drtune.py) ---
     stop_last: int = field(default=10, metadata={"help": "ReFL and DRTune: M, stop at a step drawn from the last M sampling steps and score its x0 (ReFL: the last 10 of 40)"})
     draft_k: int = field(default=1, metadata={"help": "DRaFT-K: K, backpropagate through the last K sampling steps (clipped to steps; K = steps is full backprop)"})
@@ -109,6 +110,7 @@ class FinetuneConfig:
                 raise UserError(f"{name} must be an integer from {lo} to {hi}, got {v!r}")
         for name, lo, hi in [("lr", 0.0, 1.0), ("reward_weight", 0.0, 1e3), ("base_penalty", 0.0, 1e6),
                              ("skate_weight", 0.0, 1e6), ("jerk_weight", 0.0, 1e6), ("floor_weight", 0.0, 1e6),
+                             ("diversity_weight", 0.0, 1e6),
                              ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("grad_clip", 0.0, 1e6),
                              ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8)]:
             v = float(getattr(self, name))
@@ -121,6 +123,9 @@ class FinetuneConfig:
         if self.align_k_max and self.align_k_max < self.align_k_min:
             raise UserError(f"align_k_max must be 0 (all steps) or at least align_k_min ({self.align_k_min}), "
                             f"got {self.align_k_max}")
+        if self.diversity_weight and self.batch_size % 2:
+            raise UserError(f"the diversity guard pairs each prompt with itself: batch_size must be even, "
+                            f"got {self.batch_size}")
         if self.variant == "chain" and self.method != "easytune":
             raise UserError(f"variant 'chain' is EasyTune's; {self.method} makes one update per trajectory, "
                             f"use variant 'step'")
@@ -236,7 +241,11 @@ class FinetuneRun:
         from easytune.generate import prepare
 
         rng = step_rng(self.cfg.seed, index, 0)
-        pick = rng.choice(len(self.prompts), self.cfg.batch_size, replace=len(self.prompts) < self.cfg.batch_size)
+        paired = self.cfg.diversity_weight > 0  # rows 2j and 2j+1: one prompt, two noises
+        n = self.cfg.batch_size // 2 if paired else self.cfg.batch_size
+        pick = rng.choice(len(self.prompts), n, replace=len(self.prompts) < n)
+        if paired:
+            pick = np.repeat(pick, 2)
         noise_seed = int(rng.integers(0, 2**40))
         return prepare(self.bundle, [self.prompts.captions[i] for i in pick], seed=noise_seed,
                        steps=self.cfg.steps or None, guidance=None if self.cfg.guidance < 0 else self.cfg.guidance,
@@ -269,17 +278,24 @@ class FinetuneRun:
         scores = self.combined(s.out.pred_x0, prep.prompts, t, mask=prep.mask,
                                timesteps_for=("reward",) if self.cfg.reward_timestep else ())
         loss = -scores["total"].mean()
-        terms = {"reward": scores["reward"].mean().detach()}
-        for name in ("foot_skating", "jerk", "floor_penetration"):
+        terms = {}
+        for name in ("reward", "foot_skating", "jerk", "floor_penetration"):
             if name in scores:
-                terms[name] = -scores[name].mean().detach()
-        if self.cfg.base_penalty:
+                terms[name] = (1 if name == "reward" else -1) * scores[name].mean().detach()
+        if self.cfg.base_penalty or self.cfg.diversity_weight:
             with torch.no_grad():
                 ref = sampler.step(s.x_t, s.i, denoiser=self.bundle.denoiser).out.pred_x0
             m = prep.mask[..., None].to(ref.dtype)
+        if self.cfg.base_penalty:
             penalty = ((s.out.pred_x0 - ref) ** 2 * m).sum() / (m.sum() * ref.shape[-1])
             loss = loss + self.cfg.base_penalty * penalty
             terms["base_penalty"] = penalty.detach()
+        if self.cfg.diversity_weight:
+            ratio = pair_distance(s.out.pred_x0, prep.mask) / pair_distance(ref, prep.mask).clamp_min(1e-6)
+            guard = torch.relu(1.0 - ratio).mean()  # only shrinking diversity is penalised
+            loss = loss + self.cfg.diversity_weight * guard
+            terms["diversity_ratio"] = ratio.mean().detach()
+            terms["diversity_guard"] = guard.detach()
         terms["loss"] = loss
         return terms
 
@@ -350,6 +366,14 @@ class FinetuneRun:
         state |= {"mean": self.bundle.mean.cpu(), "std": self.bundle.std.cpu()}
         return "finetune", state, {"model": base_cfg["model"], "diffusion": base_cfg["diffusion"],
                                    "sampling": sampling, "finetune": asdict(self.cfg)}
+
+
+def pair_distance(x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMS distance between rows 2j and 2j+1 (one prompt, two noises) over their valid frames: (B/2,)."""
+    a, b = x0[0::2], x0[1::2]
+    m = (mask[0::2] & mask[1::2])[..., None].to(x0.dtype)
+    sq = ((a - b) ** 2 * m).sum(dim=(1, 2)) / (m.sum(dim=(1, 2)) * x0.shape[-1]).clamp_min(1.0)
+    return torch.sqrt(sq + 1e-12)
 
 
 def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
