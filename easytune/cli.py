@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from easytune.errors import UserError
@@ -102,11 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser, module = build_parser(entry)
     args = parser.parse_args(rest)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # under torchrun only rank 0 talks (easytune.distributed)
+    quiet = int(os.environ.get("RANK", "0")) > 0
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s")
     try:
         if isinstance(getattr(args, "seed", None), int):  # every command's --seed, checked once
             check_seed(args.seed)
-        code = module.run(args)
+        try:
+            code = module.run(args)
+        finally:
+            from easytune.distributed import shutdown
+
+            shutdown()
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

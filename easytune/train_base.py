@@ -168,23 +168,40 @@ def batch_indices(n_items: int, batch_size: int, seed: int, step: int) -> list[i
 
 def diffusion_loss(denoiser: torch.nn.Module, scheduler: DDIMScheduler, batch: dict[str, Any],
                    text_tokens: torch.Tensor, text_mask: torch.Tensor, generator: torch.Generator | None,
-                   cond_drop: float, vel_weight: float = 0.0) -> torch.Tensor:
+                   cond_drop: float, vel_weight: float = 0.0, rows: slice | None = None,
+                   world: Any = None) -> torch.Tensor:
     """Masked MSE between the denoiser's output and its target at random timesteps (valid frames only),
-    plus vel_weight x the masked MSE of their frame-to-frame differences (x0 prediction)."""
+    plus vel_weight x the masked MSE of their frame-to-frame differences (x0 prediction).
+
+    torchrun (easytune.distributed): `batch` and the text are the whole global batch, drawn as one
+    process would; this rank computes `rows` of it, and each mean is divided by the global count of
+    valid values, times the world size, so that DDP's gradient average is the global batch's gradient."""
+    from easytune.distributed import SINGLE, total
+
+    world = world or SINGLE
     x0, mask = batch["motion"], batch["mask"]
     B, device = x0.shape[0], x0.device
     t = torch.randint(0, scheduler.num_train_timesteps, (B,), generator=generator).to(device)
     noise = torch.randn(x0.shape, generator=generator).to(device)
     drop = (torch.rand(B, generator=generator) < cond_drop).to(device)
+    if rows is not None:  # the draws above are the global batch's; keep this rank's rows
+        x0, mask, t, noise, drop = x0[rows], mask[rows], t[rows], noise[rows], drop[rows]
+        text_tokens, text_mask = text_tokens[rows], text_mask[rows]
+
+    def mean(err: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        count = valid.sum() * x0.shape[-1]
+        if world.size > 1:
+            return err.sum() * world.size / total(count, world).clamp(min=1).to(err)
+        return err.sum() / count.clamp(min=1)
+
     x_t = scheduler.add_noise(x0, noise, t)
     out = denoiser(x_t, t, text_tokens, text_mask, mask, drop_text=drop)
     target = scheduler.training_target(x0, noise)
-    err = (out.float() - target) ** 2 * mask[..., None]
-    loss = err.sum() / (mask.sum() * x0.shape[-1]).clamp(min=1)
+    loss = mean((out.float() - target) ** 2 * mask[..., None], mask)
     if vel_weight:
         both = (mask[:, 1:] & mask[:, :-1])[..., None]
         verr = (out.float().diff(dim=1) - target.diff(dim=1)) ** 2 * both
-        loss = loss + vel_weight * verr.sum() / (both.sum() * x0.shape[-1]).clamp(min=1)
+        loss = loss + vel_weight * mean(verr, both[..., 0])
     return loss
 
 
@@ -237,10 +254,15 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
     `.mean`, `.std` (263,) and `.stamp` (a MotionDataset draws each step's crops through `item`);
     collate pads them into {"motion", "mask", "captions"}.
     """
+    from easytune.distributed import any_rank, barrier, init, local_device, same_on_all_ranks, total
+
     cfg.validate()
     run_dir = Path(cfg.run_dir)
     last = run_dir / LAST
     device = pick_device(cfg.device)
+    world = init(device)  # torchrun: DDP over ranks, each computing its rows of the global batch
+    device = local_device(device, world)
+    rows = world.rows(cfg.batch_size) if world.size > 1 else None
     torch.manual_seed(cfg.seed)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
     if len(train_set) == 0:
@@ -274,7 +296,13 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         ema.load_state_dict(model.state_dict())
         log.info(f"starting from the weights of {init.path} (step {init.meta.get('step')} of its run)"
                  + (f"; new identity-initialised layers: {', '.join(fresh)}" if fresh else ""))
-    open_run(run_dir, cfg, RUN_CONFIG)
+    net = model
+    if world.size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)  # the null text embedding is unused by a batch that drops no text
+    if world.main:
+        open_run(run_dir, cfg, RUN_CONFIG)
     log.info(f"denoiser: {n_params / 1e6:.2f}M parameters on {device}; {len(train_set)} training clips; "
              f"batch {cfg.batch_size}; steps {step} -> {cfg.max_steps}")
 
@@ -285,6 +313,11 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
     t_start, seen, val_loss, samples_per_s, start = time.perf_counter(), 0, None, None, step
 
     def save(step: int) -> None:
+        if not same_on_all_ranks(list(model.parameters()), world):
+            raise UserError(f"torchrun replicas hold different weights at step {step}; the run stopped and kept "
+                            f"its last checkpoint (were all ranks started with the same config?)")
+        if not world.main:
+            return
         state = {f"denoiser.{k}": v for k, v in ema.state_dict().items()} | {"mean": mean, "std": std}
         meta = {"step": step, "seed": cfg.seed, "val_loss": val_loss, "samples_per_s": samples_per_s,
                 "params": n_params, "command": command}
@@ -294,7 +327,7 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
                          {f"model.{k}": v for k, v in model.state_dict().items()})
 
     def validate() -> float | None:
-        if val_set is None or len(val_set) == 0:
+        if val_set is None or len(val_set) == 0 or not world.main:
             return None
         with autocast:
             return validation_loss(ema, scheduler, val_set, collate, encode, cfg.batch_size, cfg.val_batches)
@@ -309,8 +342,8 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         seed_torch(cfg.seed, step)  # dropout
         # --- forward / backward ---
         with autocast:
-            loss = diffusion_loss(model, scheduler, batch, tok, msk, step_generator(cfg.seed, step, NOISE),
-                                  cfg.cond_drop, cfg.vel_weight)
+            loss = diffusion_loss(net, scheduler, batch, tok, msk, step_generator(cfg.seed, step, NOISE),
+                                  cfg.cond_drop, cfg.vel_weight, rows=rows, world=world)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -319,7 +352,8 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         seen += cfg.batch_size
         samples_per_s = seen / (time.perf_counter() - t_start)
-        metrics = {"loss": loss.item(), "samples_per_s": samples_per_s}
+        shown = loss.item() if world.size == 1 else float(total(loss.item(), world)) / world.size
+        metrics = {"loss": shown, "samples_per_s": samples_per_s}
         # --- validate (the loop then saves on its ckpt_every cadence) ---
         done = step + 1
         if cfg.val_every and (done % cfg.val_every == 0 or done == cfg.max_steps):
@@ -332,11 +366,13 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         return metrics
 
     model.train()
+    stop = should_stop if world.size == 1 else (lambda: any_rank(should_stop is not None and should_stop(), world))
     res = run_loop(train_step, optimizer=optimizer, schedule=lr_schedule(cfg), start_step=start,
                    max_steps=cfg.max_steps, save=save, save_every=cfg.ckpt_every, log_every=0,
-                   on_step=on_step, should_stop=should_stop, progress=progress, desc="train base")
+                   on_step=on_step, should_stop=stop, progress=progress and world.main, desc="train base")
     if res.step == start and not (last / "config.json").is_file():
         save(res.step)
+    barrier(world)  # the other ranks return once rank 0 has written the checkpoint
     return {"step": res.step, "val_loss": val_loss, "best_val": best_val, "samples_per_s": samples_per_s,
             "checkpoint": str(last), "history": history, "stopped": res.stopped}
 
@@ -396,6 +432,10 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_text_encoder(pick_device(cfg.device))
     summary = train(cfg, train_set, val_set, collate=collate, text_encoder=encoder, resume=args.resume,
                     progress=args.progress, command=command_line(args))
+    from easytune.distributed import world
+
+    if not world().main:
+        return 0
     speed = f"{summary['samples_per_s']:.1f} samples/s" if summary["samples_per_s"] else "nothing left to do"
     val = "n/a" if summary["val_loss"] is None else f"{summary['val_loss']:.4f}"
     print(f"trained to step {summary['step']} ({speed}); val loss {val}; checkpoint: {summary['checkpoint']}")

@@ -14,12 +14,10 @@ from easytune.finetune import harness as H
 from easytune.finetune.easytune import trajectory
 from easytune.finetune.lora import merged
 from easytune.generate import load_base
-from easytune.train_base import base_checkpoint_config, preset_tiny
 from easytune.training import NonFiniteError
-from models.denoiser import MotionDenoiser
 from models.reward import RewardModel
+from tiny_models import write_tiny_checkpoints
 
-BASE_CFG = dataclasses.replace(preset_tiny(), d_model=32, layers=1, heads=2, sample_steps=3, guidance=2.0)
 PROMPTS = ["a person walks forward", "a person waves the right hand", "someone kicks", "a person bows"]
 HELD_OUT = ["a person runs", "a person waves both hands", "a person walks back", "someone punches",
             "a person dances", "a person raises the left hand", "a person turns left", "a tired walk"]
@@ -34,21 +32,7 @@ def text_encoder():
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
-    """A tiny base and a tiny reward model on the same (fake) dataset stamp and normalization."""
-    from easytune import reward as R
-
-    root = tmp_path_factory.mktemp("ft")
-    torch.manual_seed(0)
-    den = MotionDenoiser(BASE_CFG.denoiser_config())
-    torch.nn.init.normal_(den.motion_out.weight, std=0.05)
-    g = torch.Generator().manual_seed(1)
-    mean, std = torch.randn(263, generator=g) * 0.1, torch.rand(263, generator=g) * 0.1 + 0.5
-    state = {f"denoiser.{k}": v for k, v in den.state_dict().items()} | {"mean": mean, "std": std}
-    save_checkpoint(root / "base", state, kind="base", config=base_checkpoint_config(BASE_CFG),
-                    dataset={"stamp": "toy-v1"})
-    rm = RewardModel(R.model_preset("tiny", True))
-    R.save_reward_checkpoint(root / "reward", rm, train_config=R.RewardTrainConfig(), mean=mean, std=std,
-                             dataset_info={"stamp": "toy-v1"}, meta={})
+    root = write_tiny_checkpoints(tmp_path_factory.mktemp("ft"))
     (root / "prompts.txt").write_text("\n".join(PROMPTS[:2] + ["", "  "] + PROMPTS[2:]) + "\n")
     (root / "held_out.txt").write_text("\n".join(HELD_OUT) + "\n")
     return root

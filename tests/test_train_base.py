@@ -15,26 +15,11 @@ from easytune.errors import UserError
 from easytune.motion.dataset import MotionDataset, collate
 from easytune.train_base import (RUN_CONFIG, TrainBaseConfig, batch_indices, lr_schedule, preset_cpu, preset_tiny,
                                  train)
+from tiny_models import write_dataset
 
 CAPTIONS = ["a person walks forward", "someone turns around slowly", "a man raises both arms",
             "the person jumps in place"]
 SEGMENTS = [(0, 40), (42, 82), (85, 125), (128, 168)]  # 4 distinct crops of the 170-frame reference clip
-
-
-def write_dataset(root, clips, mean, std, val=False):
-    """A HumanML3D-layout folder: new_joint_vecs/*.npy, texts/*.txt, Mean/Std.npy, train.txt (val.txt)."""
-    (root / "new_joint_vecs").mkdir(parents=True)
-    (root / "texts").mkdir()
-    for i, (feats, caption) in enumerate(clips):
-        np.save(root / "new_joint_vecs" / f"{i:06d}.npy", feats.astype(np.float32))
-        (root / "texts" / f"{i:06d}.txt").write_text(f"{caption}#{caption.replace(' ', '/X ')}/X#0.0#0.0\n")
-    np.save(root / "Mean.npy", np.asarray(mean, np.float32))
-    np.save(root / "Std.npy", np.asarray(std, np.float32))
-    ids = "\n".join(f"{i:06d}" for i in range(len(clips))) + "\n"
-    (root / "train.txt").write_text(ids)
-    if val:
-        (root / "val.txt").write_text(ids)
-    return root
 
 
 @pytest.fixture(scope="module")

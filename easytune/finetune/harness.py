@@ -97,6 +97,7 @@ class FinetuneConfig:
     save_every: int = field(default=25, metadata={"help": "trajectories between resume points"})
     seed: int = field(default=0, metadata={"help": "seeds prompts, noise and step choices"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 autocast of every trajectory on CUDA (ignored on the CPU)"})
 
     def validate(self) -> None:
         checks = [("trajectories", 1, 1_000_000), ("batch_size", 1, 256), ("val_prompts", 0, 4096),
@@ -155,8 +156,15 @@ def preset_browser() -> FinetuneConfig:
                                warmup=3, max_seconds=4.0, val_prompts=64, val_every=0, save_every=10, base_penalty=1.0)
 
 
+def preset_gpu() -> FinetuneConfig:
+    """A CUDA machine (or several under torchrun; batch_size is the global batch): the paper's 50 DDIM
+    steps, a larger batch, bf16 autocast."""
+    return dataclasses.replace(FinetuneConfig(), steps=50, batch_size=32, trajectories=1000, val_every=100,
+                               save_every=50, bf16=True, device="cuda")
+
+
 PRESETS: dict[str, Callable[[], FinetuneConfig]] = {"default": preset_default, "tiny": preset_tiny,
-                                                    "browser": preset_browser}
+                                                    "browser": preset_browser, "gpu": preset_gpu}
 
 
 # --- prompts ---------------------------------------------------------------------------------------
@@ -214,11 +222,13 @@ class FinetuneRun:
     """Everything a method's trajectory needs; built once per run by `setup`."""
 
     def __init__(self, cfg: FinetuneConfig, bundle: Any, model: torch.nn.Module, reward: Any,
-                 prompts: PromptSet, val: PromptSet, device: torch.device):
+                 prompts: PromptSet, val: PromptSet, device: torch.device, world: Any = None):
+        from easytune.distributed import SINGLE
         from easytune.finetune.lora import has_lora
 
         self.cfg, self.bundle, self.model, self.reward = cfg, bundle, model, reward
         self.prompts, self.val, self.device = prompts, val, device
+        self.world = world or SINGLE  # torchrun: this process's rank; see easytune.distributed
         self.is_lora = has_lora(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -247,7 +257,9 @@ class FinetuneRun:
         if paired:
             pick = np.repeat(pick, 2)
         noise_seed = int(rng.integers(0, 2**40))
-        return prepare(self.bundle, [self.prompts.captions[i] for i in pick], seed=noise_seed,
+        rows = self.world.rows(len(pick))  # torchrun: this rank's share; row i's noise is seed + i
+        pick = pick[rows]
+        return prepare(self.bundle, [self.prompts.captions[i] for i in pick], seed=noise_seed + rows.start,
                        steps=self.cfg.steps or None, guidance=None if self.cfg.guidance < 0 else self.cfg.guidance,
                        frames=[self.prompts.frames[i] for i in pick])
 
@@ -300,6 +312,9 @@ class FinetuneRun:
         return terms
 
     def clip_and_step(self) -> float:
+        from easytune.distributed import average_gradients
+
+        average_gradients(self.params, self.world)
         norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip) if self.cfg.grad_clip else \
             torch.sqrt(sum((p.grad ** 2).sum() for p in self.params if p.grad is not None))
         self.optimizer.step()
@@ -383,8 +398,13 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
     from easytune.generate import _trainable_copy, load_base
     from easytune.reward import RewardScorer, load_reward_model
 
+    from easytune.distributed import broadcast_parameters, init, local_device
+
     cfg.validate()
     device = pick_device(cfg.device)
+    world = init(device)
+    device = local_device(device, world)
+    world.rows(cfg.batch_size // 2 if cfg.diversity_weight else cfg.batch_size)  # refuse an uneven split early
     if text_encoder is None:
         from easytune.text import load_text_encoder
 
@@ -397,6 +417,7 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
     model.requires_grad_(True)
     if cfg.lora_rank:
         model = add_lora(model, cfg.lora())
+    broadcast_parameters(model, world)
     if cfg.prompts:
         prompts = prompts_from_file(cfg.prompts, cfg.seconds)
         if prompts.skipped:
@@ -411,7 +432,7 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
         val = prompts_from_split(cfg.data, "val", cfg.val_prompts, seed=cfg.seed, max_frames=round(cfg.max_seconds * 20))
     else:
         val = PromptSet((), ())
-    return FinetuneRun(cfg, bundle, model, reward, prompts, val, device)
+    return FinetuneRun(cfg, bundle, model, reward, prompts, val, device, world)
 
 
 def check_reward_fits(bundle: Any, reward_ckpt: Any, reward_model: torch.nn.Module) -> None:
@@ -446,11 +467,15 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     from easytune.fileio import write_json
     from easytune.inputs import check_output_path
 
+    from easytune.distributed import any_rank, barrier
+
     check_output_path(cfg.out, kind="dir")  # before any weights load: an --out that is a file is one sentence
     run = setup(cfg, text_encoder)
+    main = run.world.main  # torchrun: rank 0 alone validates, logs and writes; all ranks resume from out/last
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / RUN_CONFIG)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / RUN_CONFIG)
     start, history = 0, {"validation": [], "snapshots": []}
     state = load_train_state(out / LAST, run.optimizer) if (out / LAST / "config.json").is_file() else None
     if state is not None:
@@ -469,6 +494,8 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
         save_checkpoint(folder, tensors, kind=kind, config=config, dataset=run.bundle.dataset, meta=meta)
 
     def validate(step: int) -> None:
+        if not main:
+            return
         snap = out / SNAPSHOTS / f"step_{step:05d}"
         save_to(snap, step)
         history["snapshots"].append(str(snap))
@@ -481,6 +508,13 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
             log.info("trajectory %d: held-out reward %.4f ± %.4f", step, mean, half)
 
     def save(step: int) -> None:
+        from easytune.distributed import same_on_all_ranks
+
+        if not same_on_all_ranks(run.params, run.world):  # every rank checks, before anything is written
+            raise UserError(f"torchrun replicas hold different weights at trajectory {step}; the run stopped "
+                            f"and kept its last checkpoint (were all ranks started with the same config?)")
+        if not main:
+            return
         history["wall_s"] = round(wall_before + time.perf_counter() - t0, 1)
         save_to(out / LAST, step)
         tensors = {}
@@ -489,17 +523,21 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
         save_train_state(out / LAST, run.optimizer, {"step": step, "history": history}, tensors)
         write_json(out / "history.json", history)
 
-    logf = open(out / LOG, "a", encoding="utf-8")
+    logf = open(out / LOG, "a", encoding="utf-8") if main else None
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and run.device.type == "cuda")
 
     def step_fn(index: int) -> dict[str, float]:
-        metrics = method(run, index)
+        with autocast:
+            metrics = method(run, index)
         metrics["rss_mib"] = _rss_mib()
         return metrics
 
     def after(metrics: dict[str, float]) -> None:
         step = int(metrics["step"])
-        logf.write(json.dumps(metrics) + "\n")
-        logf.flush()
+        if logf is not None:
+            logf.write(json.dumps(metrics) + "\n")
+            logf.flush()
         if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.trajectories:
             validate(step)
         if on_step is not None:
@@ -507,17 +545,23 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
 
     if start == 0 and cfg.val_prompts and not history["validation"]:
         validate(0)
+    stop = None if should_stop is None and run.world.size == 1 else \
+        (lambda: any_rank(should_stop is not None and should_stop(), run.world))
     try:
         result = run_loop(step_fn, optimizer=run.optimizer, schedule=run.schedule, start_step=start,
                           max_steps=cfg.trajectories, save=save, save_every=cfg.save_every, log_every=10,
-                          on_step=after, should_stop=should_stop, progress=progress, desc=f"finetune {cfg.method}")
+                          on_step=after, should_stop=stop, progress=progress and main,
+                          desc=f"finetune {cfg.method}")
     finally:
-        logf.close()
+        if logf is not None:
+            logf.close()
+    barrier(run.world)  # the other ranks return once rank 0 has written the final checkpoint
     summary = {"out": str(out), "step": result.step, "stopped": result.stopped, "last": result.last,
                "validation": history["validation"], "held_out_gain": held_out_gain(history["validation"]),
                "seconds": result.seconds, "wall_s": history.get("wall_s"), "peak_rss_mib": _rss_mib(),
                "kind": "lora" if run.is_lora else "finetune"}
-    write_json(out / "summary.json", summary)
+    if main:
+        write_json(out / "summary.json", summary)
     return summary
 
 
@@ -587,6 +631,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(FinetuneConfig, args, base=PRESETS[args.preset]())
     summary = finetune(cfg, progress=args.progress, command=command_for("python -m easytune finetune", cfg))
+    from easytune.distributed import world
+
+    if not world().main:
+        return 0
     val = summary["validation"]
     first, last = (val[0], val[-1]) if val else (None, None)
     msg = f"{summary['step']} trajectories{' (stopped early)' if summary['stopped'] else ''}"
