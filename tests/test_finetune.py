@@ -256,6 +256,20 @@ def test_interrupted_run_resumes_to_the_same_weights(ckpts, tmp_path, text_encod
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_time_budget_counts_trajectories_only_and_ends_with_a_held_out_check(ckpts, tmp_path, text_encoder):
+    cfg = _cfg(ckpts, tmp_path, trajectories=1000, time_budget=1.0, val_every=0, save_every=1000)
+    out = H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    assert out["stopped"] and out["budget_spent"] and 1 <= out["step"] < 1000
+    assert out["train_s"] >= 1.0
+    val = out["validation"]
+    assert [v["step"] for v in val] == [0, out["step"]] and val[0]["train_s"] == 0.0
+    assert val[-1]["train_s"] == pytest.approx(out["train_s"], abs=1e-3)
+    # the validation passes are not on the budget's clock: the run's wall time is longer than train_s
+    assert load_checkpoint(tmp_path / "run" / "last").meta["wall_s"] > out["train_s"]
+    again = H.finetune(cfg, text_encoder=text_encoder, progress=False)  # resumed: the budget is already spent
+    assert again["step"] == out["step"] and again["budget_spent"]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ckpts, tmp_path, text_encoder, monkeypatch):
     cfg = _cfg(ckpts, tmp_path, trajectories=6, save_every=2, val_every=0)
     real = H.FinetuneRun.objective

@@ -60,6 +60,7 @@ class FinetuneConfig:
     val_file: str = field(default="", metadata={"help": "optional text file of held-out prompts (at --seconds), replacing the val split's"})
     # --- trajectories ---
     trajectories: int = field(default=300, metadata={"help": "trajectories in all (one loop step each)"})
+    time_budget: float = field(default=0.0, metadata={"help": "stop once the trajectories themselves (not validation or saving) have run this many seconds (0 = no budget); the same budget for every method"})
     batch_size: int = field(default=8, metadata={"help": "prompts per trajectory"})
     steps: int = field(default=0, metadata={"help": "DDIM sampling steps (0 = the base checkpoint's default; the paper uses 50)"})
     guidance: float = field(default=-1.0, metadata={"help": "classifier-free guidance (-1 = the base checkpoint's)"})
@@ -113,7 +114,7 @@ class FinetuneConfig:
                              ("skate_weight", 0.0, 1e6), ("jerk_weight", 0.0, 1e6), ("floor_weight", 0.0, 1e6),
                              ("diversity_weight", 0.0, 1e6),
                              ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("grad_clip", 0.0, 1e6),
-                             ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8)]:
+                             ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8), ("time_budget", 0.0, 1e7)]:
             v = float(getattr(self, name))
             if not (lo <= v <= hi) or math.isnan(v):
                 raise UserError(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
@@ -484,6 +485,7 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     method = _method(cfg.method)
     t0 = time.perf_counter()
     wall_before = float(history.get("wall_s", 0.0))
+    clock = {"train_s": float(history.get("train_s", 0.0))}  # seconds inside trajectories only (the budget's clock)
     parent_hash = _parent_hash(cfg.base)
 
     def save_to(folder: Path, step: int) -> None:
@@ -504,7 +506,8 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
 
             scores = run.validation_scores()
             mean, half = mean_ci(scores)
-            history["validation"].append({"step": step, "reward": mean, "ci": half, "scores": scores})
+            history["validation"].append({"step": step, "train_s": round(clock["train_s"], 3), "reward": mean,
+                                          "ci": half, "scores": scores})
             log.info("trajectory %d: held-out reward %.4f ± %.4f", step, mean, half)
 
     def save(step: int) -> None:
@@ -516,6 +519,7 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
         if not main:
             return
         history["wall_s"] = round(wall_before + time.perf_counter() - t0, 1)
+        history["train_s"] = round(clock["train_s"], 3)
         save_to(out / LAST, step)
         tensors = {}
         if cfg.variant == "chain":
@@ -528,8 +532,11 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and run.device.type == "cuda")
 
     def step_fn(index: int) -> dict[str, float]:
+        began = time.perf_counter()
         with autocast:
             metrics = method(run, index)
+        clock["train_s"] += time.perf_counter() - began
+        metrics["train_s"] = clock["train_s"]
         metrics["rss_mib"] = _rss_mib()
         return metrics
 
@@ -545,8 +552,13 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
 
     if start == 0 and cfg.val_prompts and not history["validation"]:
         validate(0)
-    stop = None if should_stop is None and run.world.size == 1 else \
-        (lambda: any_rank(should_stop is not None and should_stop(), run.world))
+    def spent() -> bool:
+        return bool(cfg.time_budget) and clock["train_s"] >= cfg.time_budget
+
+    def want_stop() -> bool:
+        return spent() or (should_stop is not None and should_stop())
+
+    stop = want_stop if run.world.size == 1 else (lambda: any_rank(want_stop(), run.world))
     try:
         result = run_loop(step_fn, optimizer=run.optimizer, schedule=run.schedule, start_step=start,
                           max_steps=cfg.trajectories, save=save, save_every=cfg.save_every, log_every=10,
@@ -555,11 +567,17 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     finally:
         if logf is not None:
             logf.close()
+    if result.stopped and spent() and result.step > start and not any(
+            v["step"] == result.step for v in history["validation"]):
+        validate(result.step)  # the budget ended the run: its last held-out check and snapshot
+        if main:
+            write_json(out / "history.json", history)
     barrier(run.world)  # the other ranks return once rank 0 has written the final checkpoint
     summary = {"out": str(out), "step": result.step, "stopped": result.stopped, "last": result.last,
                "validation": history["validation"], "held_out_gain": held_out_gain(history["validation"]),
                "seconds": result.seconds, "wall_s": history.get("wall_s"), "peak_rss_mib": _rss_mib(),
-               "kind": "lora" if run.is_lora else "finetune"}
+               "kind": "lora" if run.is_lora else "finetune", "train_s": clock["train_s"],
+               "budget_spent": spent()}
     if main:
         write_json(out / "summary.json", summary)
     return summary

@@ -1,0 +1,232 @@
+"""Wall time to a held-out reward target, EasyTune against its baselines (a benchmark, not a test).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py                       # the defaults below
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows easytune draft-50 refl --budget 120
+
+Every (method, seed) is one `python -m easytune finetune` run in its own process, on the same base, reward,
+guard, training prompts (the train split's captions, at most --max-seconds), batch, optimizer (AdamW at
+--lr, one warm-up trajectory, then constant: the cosine spans far more trajectories than the budget) and
+the same training-time budget (`--time-budget`: seconds spent inside trajectories; the held-out checks
+and saves are not on that clock). Every --val-every trajectories (per method, so that every run gets a
+few points) the harness measures the held-out reward: a separate no-grad pass of the tuned model over
+the same fixed held-out prompts (the val split's, written once to a file) from the same fixed noise.
+
+The target is defined once: the base's held-out reward plus 50% of the gain DRaFT-50 reaches by the end
+of its budget (mean over seeds). A run's time to target is the training time of its first held-out check
+at or above the target (no interpolation); a run that never reaches it is reported as "> budget".
+
+Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused when their config matches,
+so the benchmark can be re-run or extended cheaply. Writes bench/results/time_to_target.json, .md and
+time_to_target.png (held-out reward against training time, per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bench_efficiency import ROWS  # noqa: E402  (one table of each method's settings)
+
+RESULTS = ROOT / "bench" / "results"
+DEFAULT_EVERY = {"easytune": 2, "refl": 20, "draft-1": 10, "draft-10": 4, "draft-50": 2, "draft-lv": 8,
+                 "alignprop": 2, "drtune": 6}
+
+
+def held_out_file(data: str, n: int, out: Path) -> Path:
+    """The fixed held-out prompts: n val-split captions drawn with seed 0, one per line."""
+    from easytune.finetune.harness import prompts_from_split
+
+    caps = prompts_from_split(data, "val", n, seed=0).captions
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(caps) + "\n", encoding="utf-8")
+    return out
+
+
+def run_args(row: str, seed: int, args: argparse.Namespace, val_file: Path, out: Path) -> list[str]:
+    method, settings = ROWS[row]
+    flags = ["--method", method, "--base", args.base, "--reward", args.reward, "--data", args.data,
+             "--max-seconds", str(args.max_seconds), "--val-file", str(val_file), "--seconds", str(args.seconds),
+             "--val-prompts", str(args.held_out), "--val-every", str(args.every.get(row, DEFAULT_EVERY[row])),
+             "--save-every", "1000000", "--trajectories", "1000000", "--time-budget", str(args.budget),
+             "--batch-size", str(args.batch), "--steps", str(args.steps), "--lr", str(args.lr), "--warmup", "1",
+             "--min-lr-ratio", "1.0", "--base-penalty", str(args.base_penalty), "--seed", str(seed),
+             "--device", args.device, "--out", str(out), "--no-progress"]
+    for k, v in settings.items():
+        if k.startswith("align_k"):
+            v = min(v, args.steps)
+        flags += [f"--{k.replace('_', '-')}", str(v).lower() if isinstance(v, bool) else str(v)]
+    return flags
+
+
+def one_run(row: str, seed: int, args: argparse.Namespace, val_file: Path) -> dict[str, Any]:
+    out = Path(args.work) / f"{row}_s{seed}"
+    flags = run_args(row, seed, args, val_file, out)
+    done = out / "summary.json"
+    stamp = out / "bench_flags.json"
+    if done.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == flags:
+        print(f"{row} seed {seed}: reusing {out}", flush=True)
+    else:
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        stamp.write_text(json.dumps(flags), encoding="utf-8")
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "easytune", "finetune", *flags], capture_output=True,
+                              text=True, cwd=ROOT)
+        if proc.returncode:
+            sys.exit(f"{row} seed {seed} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        print(f"{row} seed {seed}: {time.perf_counter() - t0:.0f} s wall", flush=True)
+    summary = json.loads(done.read_text(encoding="utf-8"))
+    points = [(float(v["train_s"]), float(v["reward"])) for v in summary["validation"]]
+    return {"row": row, "seed": seed, "trajectories": summary["step"], "train_s": summary["train_s"],
+            "points": points, "out": str(out)}
+
+
+def time_to(points: list[tuple[float, float]], target: float) -> float | None:
+    return next((t for t, r in points if r >= target), None)
+
+
+def analyse(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
+    import numpy as np
+
+    base = runs[0]["points"][0][1]  # step 0 of every run: the base, same prompts and noise
+    finals = [r["points"][-1][1] for r in runs if r["row"] == "draft-50"]
+    if not finals:
+        return {"base_reward": base, "target": None, "note": "no draft-50 row: the target is undefined"}
+    gain = float(np.mean(finals)) - base
+    if gain <= 0:
+        return {"base_reward": base, "draft50_final": float(np.mean(finals)), "target": None,
+                "note": "DRaFT-50 did not raise the held-out reward within its budget; no target"}
+    target = base + 0.5 * gain
+    per: dict[str, Any] = {}
+    for r in runs:
+        t = time_to(r["points"], target)
+        r["time_to_target"] = t
+        per.setdefault(r["row"], []).append(t)
+    rows = {}
+    for row, times in per.items():
+        reached = [t for t in times if t is not None]
+        rows[row] = {"times": times, "reached": len(reached), "of": len(times),
+                     "mean_s": float(np.mean(reached)) if len(reached) == len(times) else None,
+                     "final_reward": float(np.mean([r["points"][-1][1] for r in runs if r["row"] == row]))}
+    out = {"base_reward": base, "draft50_final": base + gain, "target": target, "budget_s": budget, "rows": rows}
+    e, d = rows.get("easytune"), rows.get("draft-50")
+    if e and d and e["mean_s"]:
+        if d["mean_s"]:
+            out["speedup_vs_draft50"] = d["mean_s"] / e["mean_s"]
+        else:  # DRaFT-50 missed the target on some seed: a lower bound from the budget
+            out["speedup_vs_draft50_at_least"] = budget / e["mean_s"]
+        speed = out.get("speedup_vs_draft50", out.get("speedup_vs_draft50_at_least"))
+        out["met_10x"] = bool(speed >= 10)
+    return out
+
+
+def table(runs: list[dict[str, Any]], res: dict[str, Any]) -> str:
+    if res.get("target") is None:
+        return res["note"]
+    lines = [f"Held-out reward of the base {res['base_reward']:.4f}; DRaFT-50 after its budget "
+             f"{res['draft50_final']:.4f}; target (base + 50% of DRaFT-50's gain) {res['target']:.4f}.", "",
+             "| method | time to target per seed (s) | mean (s) | held-out reward at the end (mean) | trajectories |",
+             "|---|---|---|---|---|"]
+    for row, r in res["rows"].items():
+        times = " / ".join("> budget" if t is None else f"{t:.0f}" for t in r["times"])
+        traj = " / ".join(str(x["trajectories"]) for x in runs if x["row"] == row)
+        mean = f"{r['mean_s']:.0f}" if r["mean_s"] else f"> budget on {r['of'] - r['reached']} seed(s)"
+        lines.append(f"| {row} | {times} | {mean} | {r['final_reward']:.4f} | {traj} |")
+    if "speedup_vs_draft50" in res:
+        lines += ["", f"EasyTune reaches the target {res['speedup_vs_draft50']:.1f}x sooner than DRaFT-50 "
+                      f"(goal >= 10x: {'met' if res['met_10x'] else 'not met'}; the paper: 7.3x)."]
+    elif "speedup_vs_draft50_at_least" in res:
+        lines += ["", f"DRaFT-50 missed the target within the budget on some seed; EasyTune is at least "
+                      f"{res['speedup_vs_draft50_at_least']:.1f}x sooner (goal >= 10x: "
+                      f"{'met' if res['met_10x'] else 'not met'}; the paper: 7.3x)."]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], res: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = {}
+    for r in runs:
+        t, y = zip(*r["points"])
+        c = colours.setdefault(r["row"], f"C{len(colours)}")
+        ax.plot(t, y, "-o", ms=3, color=c, alpha=0.8, label=r["row"] if r["seed"] == runs[0]["seed"] else None)
+    if res.get("target") is not None:
+        ax.axhline(res["target"], color="k", ls="--", lw=1, label="target")
+    ax.set_xlabel("training time (s, held-out checks excluded)")
+    ax.set_ylabel("held-out reward")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", nargs="+", default=["easytune", "draft-50"], choices=list(ROWS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budget", type=float, default=240.0, help="training seconds per run (the same for all)")
+    p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps (DRaFT-50 is full backprop at 50)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, the same for every method")
+    p.add_argument("--base-penalty", type=float, default=1.0, help="the guard, the same for every method")
+    p.add_argument("--held-out", type=int, default=8, help="held-out prompts")
+    p.add_argument("--seconds", type=float, default=4.0, help="held-out motion length")
+    p.add_argument("--max-seconds", type=float, default=4.0, help="cap on training prompts' lengths")
+    p.add_argument("--every", type=json.loads, default={}, help='JSON {"row": trajectories between checks}')
+    p.add_argument("--data", default="datasets/bandai")
+    p.add_argument("--base", default="base")
+    p.add_argument("--reward", default="reward")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--work", default=str(ROOT / ".cache" / "bench_ttt"))
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    if "draft-50" not in args.rows:
+        sys.exit("the target is defined by DRaFT-50: keep draft-50 in --rows")
+    import torch
+
+    load = os.getloadavg()
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg_before": [round(x, 2) for x in load],
+            "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python "
+                       + " ".join(["bench/bench_time_to_target.py", *sys.argv[1:]])}
+    val_file = held_out_file(args.data, args.held_out, Path(args.work) / "held_out.txt")
+    t0 = time.perf_counter()
+    order = ["draft-50"] + [r for r in args.rows if r != "draft-50"]
+    runs = [one_run(row, seed, args, val_file) for seed in args.seeds for row in order]
+    info["wall_s"] = round(time.perf_counter() - t0, 1)
+    info["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    res = analyse(runs, args.budget)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "time_to_target.json").write_text(json.dumps({"info": info, "result": res, "runs": runs}, indent=2) + "\n",
+                                             encoding="utf-8")
+    md = table(runs, res)
+    (out / "time_to_target.md").write_text(
+        f"Command: `{info['command']}` (torch {info['torch']}, {info['threads']} thread(s), load avg before "
+        f"{info['load_avg_before'][0]}; {args.steps} steps, batch {args.batch}, lr {args.lr}, base penalty "
+        f"{args.base_penalty}, budget {args.budget:.0f} s of training per run, seeds {args.seeds})\n\n{md}\n",
+        encoding="utf-8")
+    plot(runs, res, out / "time_to_target.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
