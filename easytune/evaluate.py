@@ -226,6 +226,34 @@ def reward_mean(scorer: Any, batch: int = 64) -> Callable[[Sequence[np.ndarray],
 LOWER_IS_BETTER = {"FID", "MM-Dist", "foot_skating", "floor_penetration", "jerk"}
 
 
+def fid_floor(real_emb: np.ndarray, seed: int = 0, splits: int = 10) -> dict[str, Any] | None:
+    """FID's real floor at the generated rows' size, extrapolated within the test set.
+
+    A generated row compares n generated motions with the n test motions; the real row's FID compares
+    two disjoint halves of n/2, and FID's bias grows as the sets shrink (in expectation FID_m = FID_true
+    + c / m for two sets of m; Chong & Forsyth 2020). So: half-vs-half FID of disjoint pairs of m = n/4,
+    3n/8 and n/2 motions (`splits` random draws each; smaller sets bend the curve, as their covariances
+    near the embedding's width), a least-squares fit of a + c / m, and the floor at
+    m = n: a + c / n, with the fit's points. (Training-split motions are no floor: the test split holds
+    unseen content-style combinations, a different distribution.)"""
+    n = len(real_emb)
+    sizes = [m for m in (n // 4, 3 * n // 8, n // 2) if m >= 16]
+    if len(sizes) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    points = []
+    for m in sizes:
+        for _ in range(splits):
+            perm = rng.permutation(n)
+            points.append((m, float(metrics.fid(real_emb[perm[:m]], real_emb[perm[m:2 * m]]))))
+    x = np.array([1.0 / m for m, _ in points])
+    y = np.array([f for _, f in points])
+    c, a = np.polyfit(x, y, 1)
+    means = {int(m): float(np.mean([f for mm, f in points if mm == m])) for m in sizes}
+    return {"n": int(n), "FID": float(a + c / n), "intercept": float(a), "slope": float(c),
+            "half_vs_half_by_size": means, "splits": splits, "seed": int(seed)}
+
+
 def summarize(result: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
     """{row: {metric: (mean, 95% CI half-width)}}."""
     return {row: {k: metrics.mean_ci(v) for k, v in vals.items()} for row, vals in result["rows"].items()}
@@ -247,6 +275,13 @@ def format_table(result: dict[str, Any], names: dict[str, str] | None = None) ->
         for row, vals in summary.items():
             cells = [_cell(*vals[c]) if c in vals else "n/a" for c in cols]
             out.append(f"| {names.get(row, row)} | " + " | ".join(cells) + " |")
+        out.append("")
+    floor = result.get("fid_floor")
+    if floor:
+        sizes = ", ".join(f"{m}: {v:.3f}" for m, v in floor["half_vs_half_by_size"].items())
+        out.append(f"FID floor at the generated rows' size ({floor['n']} motions against {floor['n']}): "
+                   f"{floor['FID']:.3f}, extrapolated as a + c/m from the test set's half-vs-half FID at m = {sizes} "
+                   f"(a = {floor['intercept']:.3f}).")
         out.append("")
     return "\n".join(out)
 
@@ -356,6 +391,7 @@ class EvaluateConfig:
     max_motions: int = field(default=0, metadata={"help": "use only the first N test motions (0 = all)"})
     tiny: int = field(default=0, metadata={"help": "use only the first N motions of each split (0 = all; smoke runs)"})
     reward: str = field(default="", metadata={"help": "also report this reward model's mean reward (e.g. reward; empty = off)"})
+    fid_floor: bool = field(default=True, metadata={"help": "also estimate FID's real floor at the generated rows' size (n test motions against n), extrapolated from half-vs-half FIDs of the test set at n/4, 3n/8, n/2"})
     device: str = field(default="auto", metadata={"help": "auto = cuda if available, else cpu"})
 
 
@@ -395,6 +431,8 @@ def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | No
     result = evaluate_sets(test, embedder, protocol, cfg.seed, generate, cache, reward)
     result.update(config=asdict(cfg), summary=summarize(result), evaluator=str(ckpt.path),
                   test_motions=len(test.motions))
+    if cfg.fid_floor:
+        result["fid_floor"] = fid_floor(embedder.motions(test.motions), cfg.seed)
     table = format_table(result, {"real": "real test set", "generated": cfg.checkpoint or "generated"})
     out = Path(cfg.out)
     write_json(out / "results.json", result)

@@ -234,3 +234,18 @@ def test_evaluator_resume_after_a_cancel_is_exact(tmp_path):
     res = V.main(part, text_encoder=HashTextEncoder(), progress=False)
     assert res["step"] == 7 and not res["stopped"] and res["test_motions"] == 56
     assert_same_weights(tmp_path / "full", tmp_path / "part")
+
+
+def test_fid_floor_extrapolates_to_two_independent_sets_of_the_full_size():
+    """On Gaussian embeddings the floor at n matches the mean FID of two fresh independent sets of n,
+    which half-vs-half at n/2 overstates (FID's small-sample bias)."""
+    rng = np.random.default_rng(0)
+    n, dim = 800, 16
+    cov = np.diag(np.linspace(0.5, 2.0, dim))
+    floor = E.fid_floor(rng.multivariate_normal(np.zeros(dim), cov, n), seed=1, splits=20)
+    fresh = np.mean([metrics.fid(rng.multivariate_normal(np.zeros(dim), cov, n),
+                                 rng.multivariate_normal(np.zeros(dim), cov, n)) for _ in range(20)])
+    half = floor["half_vs_half_by_size"][n // 2]
+    assert abs(floor["FID"] - fresh) < 0.25 * fresh, (floor, fresh)
+    assert half > 1.5 * fresh  # the real row's half-vs-half reads about twice the floor
+    assert abs(floor["intercept"]) < 0.5 * fresh
