@@ -52,17 +52,7 @@ PROMPTS = ["a person walks forward and turns around", "a person waves with the r
            "a person runs in a circle", "a person raises both arms over the head", "a person bows"]
 MiB = 2 ** 20
 
-# row name -> (harness method, its settings); steps are filled in per cell
-ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "easytune": ("easytune", {"k": 0}),
-    "refl": ("refl", {"stop_last": 10}),
-    "draft-1": ("draft", {"draft_k": 1}),
-    "draft-10": ("draft", {"draft_k": 10}),
-    "draft-50": ("draft", {"draft_k": 50}),
-    "draft-lv": ("draft-lv", {"lv_n": 2}),
-    "alignprop": ("alignprop", {"align_k_min": 1000, "align_k_max": 1000, "checkpointing": True}),
-    "drtune": ("drtune", {"drtune_k": 5, "stop_last": 10}),
-}
+from easytune.finetune.harness import VARIANTS as ROWS  # noqa: E402  (row name -> (method, settings))
 
 
 class SavedBytes:

@@ -33,10 +33,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench_efficiency import ROWS  # noqa: E402  (one table of each method's settings)
+from easytune.finetune.harness import VARIANTS as ROWS  # noqa: E402  (row name -> (method, settings))
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_EVERY = {"easytune": 2, "refl": 20, "draft-1": 10, "draft-10": 4, "draft-50": 2, "draft-lv": 8,

@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("finetune", "easytune.finetune.harness", "Reward fine-tuning of a base checkpoint: EasyTune (full weights or LoRA), resumable."),
     ("finetune select", "easytune.finetune.select", "Pick a fine-tune's snapshot on the validation split with the evaluator (never the test split)."),
     ("recognize", "easytune.recognize", "Action and side recognition of generated motions, seen vs unseen combos (evaluator)."),
+    ("results", "easytune.results", "RESULTS.md: every fine-tuning method under one budget, LR grid and seeds, judged by the evaluator."),
     ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),
     ("sample", "easytune.generate", "Generate motions from text prompts with a base checkpoint (npy + MP4 preview)."),
     ("study", "easytune.study.cli", "Blind A/B preference studies: create (generate + render), list, results, export."),

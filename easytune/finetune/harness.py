@@ -35,6 +35,18 @@ from easytune.training import LRSchedule, run_loop, step_rng
 log = logging.getLogger(__name__)
 
 METHODS = ("easytune", "refl", "draft", "draft-lv", "alignprop", "drtune")
+# The compared variants, by name: (method, its settings). The efficiency and time-to-target benchmarks
+# and the RESULTS.md command run these rows; K and truncation are clipped to the run's sampling steps.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "easytune": ("easytune", {"k": 0}),
+    "refl": ("refl", {"stop_last": 10}),
+    "draft-1": ("draft", {"draft_k": 1}),
+    "draft-10": ("draft", {"draft_k": 10}),
+    "draft-50": ("draft", {"draft_k": 50}),
+    "draft-lv": ("draft-lv", {"lv_n": 2}),
+    "alignprop": ("alignprop", {"align_k_min": 1000, "align_k_max": 1000, "checkpointing": True}),
+    "drtune": ("drtune", {"drtune_k": 5, "stop_last": 10}),
+}
 LAST = "last"
 SNAPSHOTS = "snapshots"
 LOG = "log.jsonl"
