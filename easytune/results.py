@@ -55,6 +55,7 @@ class ResultsConfig:
     evaluator: str = field(default="evaluator", metadata={"help": "evaluator (never the reward)"})
     data: str = field(default="datasets/bandai", metadata={"help": "dataset folder"})
     tiny: int = field(default=0, metadata={"help": "evaluate on the first N motions of each split only (smoke runs)"})
+    cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache (shared with evaluate)"})
     work: str = field(default="runs/results", metadata={"help": "folder for every run and evaluation (reused)"})
     out: str = field(default="RESULTS.md", metadata={"help": "the table"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -131,9 +132,9 @@ def evaluate_stage(cfg: ResultsConfig, name: str, checkpoint: str, replications:
     folder = Path(cfg.work) / "eval" / name
     ev = E.EvaluateConfig(checkpoint=checkpoint, evaluator=cfg.evaluator, data=cfg.data, protocol="cpu", seed=0,
                           steps=steps, replications=replications, out=str(folder / "evaluate"), reward=cfg.reward,
-                          tiny=cfg.tiny, max_motions=cfg.tiny, device=cfg.device)
+                          cache=cfg.cache,                          tiny=cfg.tiny, max_motions=cfg.tiny, device=cfg.device)
     rc = R.RecognizeConfig(checkpoint=checkpoint, evaluator=cfg.evaluator, data=cfg.data, seed=0, steps=steps,
-                           out=str(folder / "recognize"), max_motions=cfg.tiny, device=cfg.device)
+                           out=str(folder / "recognize"), max_motions=cfg.tiny, cache=cfg.cache, device=cfg.device)
     settings = {"weights": checkpoint_hash(checkpoint), "evaluate": asdict(ev), "recognize": asdict(rc)}
     if _reuse(folder, settings, "recognize/results.json") and (folder / "evaluate" / "results.json").is_file():
         return tuple(json.loads((folder / p / "results.json").read_text(encoding="utf-8"))

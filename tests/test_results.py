@@ -34,6 +34,7 @@ def _cfg(world, tmp_path, **kw):
                                       max_seconds=2.0, val_prompts=4, base=str(world / "base"),
                                       reward=str(world / "reward"), evaluator=str(world / "ev"),
                                       data=str(world / "data"), work=str(tmp_path / "work"),
+                                      cache=str(tmp_path / "cache"),
                                       out=str(tmp_path / "RESULTS.md"), device="cpu"), **kw})
 
 
