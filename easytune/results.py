@@ -132,7 +132,7 @@ def evaluate_stage(cfg: ResultsConfig, name: str, checkpoint: str, replications:
     folder = Path(cfg.work) / "eval" / name
     ev = E.EvaluateConfig(checkpoint=checkpoint, evaluator=cfg.evaluator, data=cfg.data, protocol="cpu", seed=0,
                           steps=steps, replications=replications, out=str(folder / "evaluate"), reward=cfg.reward,
-                          cache=cfg.cache,                          tiny=cfg.tiny, max_motions=cfg.tiny, device=cfg.device)
+                          cache=cfg.cache, tiny=cfg.tiny, max_motions=cfg.tiny, device=cfg.device)
     rc = R.RecognizeConfig(checkpoint=checkpoint, evaluator=cfg.evaluator, data=cfg.data, seed=0, steps=steps,
                            out=str(folder / "recognize"), max_motions=cfg.tiny, cache=cfg.cache, device=cfg.device)
     settings = {"weights": checkpoint_hash(checkpoint), "evaluate": asdict(ev), "recognize": asdict(rc)}
