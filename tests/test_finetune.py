@@ -150,7 +150,8 @@ def test_diversity_guard_pairs_prompts_and_pushes_collapsed_pairs_apart(ckpts, t
     def guard():
         return run.objective(sampler.step(x1, 1), sampler, prep)
 
-    assert float(guard()["diversity_guard"]) == 0.0  # the tuned copy still equals the base
+    # the tuned copy still equals the base (train-mode vs eval-mode kernels differ in the last bits only)
+    assert float(guard()["diversity_guard"]) < 1e-6
     with torch.no_grad():  # collapse the tuned model: its x0 now varies half as much as the base's
         run.model.motion_out.weight.mul_(0.5)
         run.model.motion_out.bias.mul_(0.5)
