@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from easytune.checkpoints import load_checkpoint
-from tiny_models import write_dataset, write_tiny_checkpoints
+from tiny_models import synthetic_clips, write_dataset, write_tiny_checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
 HELPER = Path(__file__).with_name("ddp_run.py")
@@ -70,13 +70,7 @@ def test_two_process_finetune_equals_one_process_with_the_same_total_batch(ckpts
 
 
 def test_two_process_base_training_equals_one_process_with_the_same_total_batch(tmp_path):
-    rng = np.random.default_rng(0)
-    mix = rng.standard_normal((4, 263))
-    clips = []
-    for i in range(8):
-        t = np.arange(int(rng.integers(24, 40)))[:, None]
-        clips.append((np.sin(t * rng.uniform(0.1, 0.5, 4) + rng.uniform(0, 6.3, 4)) @ mix / 2, f"motion {i}"))
-    data = write_dataset(tmp_path / "data", clips, np.zeros(263), np.ones(263), val=True)
+    data = write_dataset(tmp_path / "data", synthetic_clips(8, "motion {i}"), np.zeros(263), np.ones(263), val=True)
     common = ["train", "base", "--data", str(data), "--preset", "tiny", "--d-model", "32", "--batch-size", "4",
               "--max-steps", "3", "--warmup-steps", "1", "--val-every", "0", "--ckpt-every", "2", "--device", "cpu",
               "--no-progress"]

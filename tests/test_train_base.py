@@ -15,7 +15,7 @@ from easytune.errors import UserError
 from easytune.motion.dataset import MotionDataset, collate
 from easytune.train_base import (RUN_CONFIG, TrainBaseConfig, batch_indices, lr_schedule, preset_cpu, preset_tiny,
                                  train)
-from tiny_models import write_dataset
+from tiny_models import synthetic_clips, write_dataset
 
 CAPTIONS = ["a person walks forward", "someone turns around slowly", "a man raises both arms",
             "the person jumps in place"]
@@ -31,15 +31,7 @@ def text_encoder():
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory):
-    # low-rank, smooth clips (4 sinusoids mixed into 263 dims), like real motion and learnable by a tiny model
-    rng = np.random.default_rng(0)
-    mix = rng.standard_normal((4, 263))
-    clips = []
-    for i in range(6):
-        t = np.arange(int(rng.integers(24, 40)))[:, None]
-        z = np.sin(t * rng.uniform(0.1, 0.5, 4) + rng.uniform(0, 6.3, 4))
-        clips.append((z @ mix / 2, f"motion number {i}"))
-    return write_dataset(tmp_path_factory.mktemp("synthetic"), clips, np.zeros(263), np.ones(263), val=True)
+    return write_dataset(tmp_path_factory.mktemp("synthetic"), synthetic_clips(6), np.zeros(263), np.ones(263), val=True)
 
 
 def test_lr_schedule_and_batches():
