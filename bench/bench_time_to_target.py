@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from easytune.finetune.harness import VARIANTS as ROWS  # noqa: E402  (row name -> (method, settings))
+from easytune.time_to_target import analyse, plot, table  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_EVERY = {"easytune": 2, "refl": 20, "draft-1": 10, "draft-10": 4, "draft-50": 2, "draft-lv": 8,
@@ -92,90 +93,6 @@ def one_run(row: str, seed: int, args: argparse.Namespace, val_file: Path) -> di
     points = [(float(v["train_s"]), float(v["reward"])) for v in summary["validation"]]
     return {"row": row, "seed": seed, "trajectories": summary["step"], "train_s": summary["train_s"],
             "points": points, "out": str(out)}
-
-
-def time_to(points: list[tuple[float, float]], target: float) -> float | None:
-    return next((t for t, r in points if r >= target), None)
-
-
-def analyse(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
-    import numpy as np
-
-    base = runs[0]["points"][0][1]  # step 0 of every run: the base, same prompts and noise
-    finals = [r["points"][-1][1] for r in runs if r["row"] == "draft-50"]
-    if not finals:
-        return {"base_reward": base, "target": None, "note": "no draft-50 row: the target is undefined"}
-    gain = float(np.mean(finals)) - base
-    if gain <= 0:
-        return {"base_reward": base, "draft50_final": float(np.mean(finals)), "target": None,
-                "note": "DRaFT-50 did not raise the held-out reward within its budget; no target"}
-    target = base + 0.5 * gain
-    per: dict[str, Any] = {}
-    for r in runs:
-        t = time_to(r["points"], target)
-        r["time_to_target"] = t
-        per.setdefault(r["row"], []).append(t)
-    rows = {}
-    for row, times in per.items():
-        reached = [t for t in times if t is not None]
-        rows[row] = {"times": times, "reached": len(reached), "of": len(times),
-                     "mean_s": float(np.mean(reached)) if len(reached) == len(times) else None,
-                     "final_reward": float(np.mean([r["points"][-1][1] for r in runs if r["row"] == row]))}
-    out = {"base_reward": base, "draft50_final": base + gain, "target": target, "budget_s": budget, "rows": rows}
-    e, d = rows.get("easytune"), rows.get("draft-50")
-    if e and d and e["mean_s"]:
-        if d["mean_s"]:
-            out["speedup_vs_draft50"] = d["mean_s"] / e["mean_s"]
-        else:  # DRaFT-50 missed the target on some seed: a lower bound from the budget
-            out["speedup_vs_draft50_at_least"] = budget / e["mean_s"]
-        speed = out.get("speedup_vs_draft50", out.get("speedup_vs_draft50_at_least"))
-        out["met_10x"] = bool(speed >= 10)
-    return out
-
-
-def table(runs: list[dict[str, Any]], res: dict[str, Any]) -> str:
-    if res.get("target") is None:
-        return res["note"]
-    lines = [f"Held-out reward of the base {res['base_reward']:.4f}; DRaFT-50 after its budget "
-             f"{res['draft50_final']:.4f}; target (base + 50% of DRaFT-50's gain) {res['target']:.4f}.", "",
-             "| method | time to target per seed (s) | mean (s) | held-out reward at the end (mean) | trajectories |",
-             "|---|---|---|---|---|"]
-    for row, r in res["rows"].items():
-        times = " / ".join("> budget" if t is None else f"{t:.0f}" for t in r["times"])
-        traj = " / ".join(str(x["trajectories"]) for x in runs if x["row"] == row)
-        mean = f"{r['mean_s']:.0f}" if r["mean_s"] else f"> budget on {r['of'] - r['reached']} seed(s)"
-        lines.append(f"| {row} | {times} | {mean} | {r['final_reward']:.4f} | {traj} |")
-    if "speedup_vs_draft50" in res:
-        lines += ["", f"EasyTune reaches the target {res['speedup_vs_draft50']:.1f}x sooner than DRaFT-50 "
-                      f"(goal >= 10x: {'met' if res['met_10x'] else 'not met'}; the paper: 7.3x)."]
-    elif "speedup_vs_draft50_at_least" in res:
-        lines += ["", f"DRaFT-50 missed the target within the budget on some seed; EasyTune is at least "
-                      f"{res['speedup_vs_draft50_at_least']:.1f}x sooner (goal >= 10x: "
-                      f"{'met' if res['met_10x'] else 'not met'}; the paper: 7.3x)."]
-    return "\n".join(lines)
-
-
-def plot(runs: list[dict[str, Any]], res: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    colours = {}
-    for r in runs:
-        t, y = zip(*r["points"])
-        c = colours.setdefault(r["row"], f"C{len(colours)}")
-        ax.plot(t, y, "-o", ms=3, color=c, alpha=0.8, label=r["row"] if r["seed"] == runs[0]["seed"] else None)
-    if res.get("target") is not None:
-        ax.axhline(res["target"], color="k", ls="--", lw=1, label="target")
-    ax.set_xlabel("training time (s, held-out checks excluded)")
-    ax.set_ylabel("held-out reward")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main() -> None:

@@ -48,6 +48,8 @@ class ResultsConfig:
     skate_weight: float = field(default=0.3, metadata={"help": "foot-skating guard weight (every method)"})
     jerk_weight: float = field(default=0.0005, metadata={"help": "jerk guard weight (every method)"})
     floor_weight: float = field(default=1.0, metadata={"help": "floor-penetration guard weight (every method)"})
+    checks: int = field(default=8, metadata={
+        "help": "held-out checks per run, evenly spaced in training time (reward-against-time curves, time to target)"})
     max_seconds: float = field(default=9.8, metadata={"help": "cap on training prompts' lengths"})
     val_prompts: int = field(default=64, metadata={"help": "held-out val prompts that pick the learning rate"})
     base: str = field(default="base", metadata={"help": "base checkpoint"})
@@ -77,6 +79,8 @@ class ResultsConfig:
             raise UserError("give at least one seed (>= 0) and one learning rate in (0, 1]")
         if not 1.0 <= self.budget <= 1e7:
             raise UserError(f"budget must be 1 to 1e7 seconds, got {self.budget}")
+        if isinstance(self.checks, bool) or not isinstance(self.checks, int) or not 1 <= self.checks <= 1000:
+            raise UserError(f"checks must be an integer from 1 to 1000, got {self.checks!r}")
         return methods, seeds, lrs
 
 
@@ -102,7 +106,8 @@ def finetune_stage(cfg: ResultsConfig, variant: str, lr: float, seed: int, steps
     settings = {k: (min(v, steps) if k.startswith("align_k") else v) for k, v in settings.items()}
     folder = Path(cfg.work) / variant / f"lr{lr:g}_s{seed}"
     ft = H.FinetuneConfig(method=method, base=cfg.base, reward=cfg.reward, data=cfg.data, out=str(folder),
-                          max_seconds=cfg.max_seconds, val_prompts=cfg.val_prompts, val_every=0, trajectories=1_000_000,
+                          max_seconds=cfg.max_seconds, val_prompts=cfg.val_prompts, val_every=0,
+                          val_every_s=cfg.budget / cfg.checks, trajectories=1_000_000,
                           time_budget=cfg.budget, batch_size=cfg.batch_size, steps=steps, lr=lr, warmup=1,
                           min_lr_ratio=1.0, base_penalty=cfg.base_penalty, skate_weight=cfg.skate_weight,
                           jerk_weight=cfg.jerk_weight, floor_weight=cfg.floor_weight, seed=seed, save_every=20,
@@ -201,7 +206,7 @@ def goal(rows: dict[str, dict[str, Any]]) -> str:
 
 
 def write_table(cfg: ResultsConfig, rows: dict[str, dict[str, Any]], floor: dict | None, command: str,
-                steps: int) -> str:
+                steps: int, speed: str = "") -> str:
     from easytune.fileio import write_text
 
     head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
@@ -232,9 +237,26 @@ def write_table(cfg: ResultsConfig, rows: dict[str, dict[str, Any]], floor: dict
                       f"`evaluate`'s extrapolation of the test set's half-vs-half FID): {floor['FID']:.3f}. A generated "
                       f"row's FID near it is as close to the test set as the metric can tell at this size."]
     lines += ["", goal(rows), ""]
+    if speed:
+        lines += ["## Time to a held-out reward target", "", f"Each kept run checks its held-out (val) reward {cfg.checks} "
+                  f"times, evenly spaced in training time (`easytune.time_to_target`).", "", speed, ""]
     text = "\n".join(lines)
     write_text(Path(cfg.out), text)
     return text
+
+
+def speed_section(cfg: ResultsConfig, curves: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """The time-to-target table of the kept runs and its plot beside the table (PNG)."""
+    from easytune import time_to_target as T
+
+    curves = [c for c in curves if c["points"]]
+    if not curves:
+        return "", {}
+    res = T.analyse(curves, cfg.budget)
+    png = Path(cfg.out).with_name(Path(cfg.out).stem + "_reward_vs_time.png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    T.plot(curves, res, png)
+    return T.table(curves, res) + f"\n\n![held-out reward against training time]({png.name})", res
 
 
 def main(cfg: ResultsConfig, text_encoder: Any = None, command: str = "python -m easytune results") -> dict:
@@ -250,6 +272,7 @@ def main(cfg: ResultsConfig, text_encoder: Any = None, command: str = "python -m
     steps = cfg.steps or load_base(cfg.base, "cpu", text_encoder=text_encoder).steps
     base_ev, base_rec = evaluate_stage(cfg, "base", cfg.base, len(seeds), steps, text_encoder)
     rows: dict[str, dict[str, Any]] = {"base": {"metrics": row_values([base_ev]), "recognized": recognized([base_rec])}}
+    curves: list[dict[str, Any]] = []
     for variant in methods:
         grid = {}
         for lr in lrs:
@@ -268,10 +291,15 @@ def main(cfg: ResultsConfig, text_encoder: Any = None, command: str = "python -m
         rows[variant] = {"metrics": row_values(evals), "recognized": recognized(recs), "lr": f"{best:g}",
                          "grid": grid, "trajectories": [s["step"] for s in summaries],
                          "rss": [s["peak_rss_mib"] for s in summaries]}
-    text = write_table(cfg, rows, base_ev.get("fid_floor"), command, steps)
+        curves += [{"row": variant, "seed": s, "trajectories": summary["step"],
+                    "points": [(float(v["train_s"]), float(v["reward"])) for v in summary["validation"]]}
+                   for s, summary in zip(seeds, summaries)]
+    speed, ttt = speed_section(cfg, curves)
+    text = write_table(cfg, rows, base_ev.get("fid_floor"), command, steps, speed)
     from easytune.fileio import write_json
 
-    write_json(Path(cfg.work) / "results.json", {"config": asdict(cfg), "rows": rows, "steps": steps})
+    write_json(Path(cfg.work) / "results.json", {"config": asdict(cfg), "rows": rows, "steps": steps,
+                                                 "time_to_target": ttt, "curves": curves})
     print(text)
     return rows
 

@@ -57,6 +57,10 @@ def test_results_table_from_its_own_runs_and_reused_on_rerun(world, tmp_path):
     lines = [ln for ln in text.splitlines() if ln.startswith("| base |") or ln.startswith("| easytune |")]
     assert lines[0].startswith("| base |") and "python -m easytune results" in text
     assert "needs the base, easytune and draft-50 rows" in text and "FID's real floor" in text
+    assert "## Time to a held-out reward target" in text and "the target is undefined" in text
+    assert (tmp_path / "RESULTS_reward_vs_time.png").stat().st_size > 1000
+    curves = json.loads((work / "results.json").read_text())["curves"]
+    assert len(curves) == 4 and all(len(c["points"]) >= 2 and c["points"][0][0] == 0.0 for c in curves)
     print(text)  # no draft-50 here: the goal is not claimed
     # a re-run reuses every stage: nothing is trained or evaluated again
     stamps = {p: p.stat().st_mtime for p in work.rglob("*.json")}
@@ -69,6 +73,7 @@ def test_results_table_from_its_own_runs_and_reused_on_rerun(world, tmp_path):
 
 def test_results_refuses_bad_settings(world, tmp_path):
     for kw, msg in [(dict(methods="easytune,nope"), "unknown method"), (dict(lrs="fast"), "comma-separated"),
-                    (dict(seeds=""), "at least one seed"), (dict(budget=0.0), "budget must be")]:
+                    (dict(seeds=""), "at least one seed"), (dict(budget=0.0), "budget must be"),
+                    (dict(checks=0), "checks must be")]:
         with pytest.raises(UserError, match=msg):
             _cfg(world, tmp_path, **kw).lists()

@@ -107,6 +107,7 @@ class FinetuneConfig:
     lora_targets: str = field(default="linear1,linear2,motion_in,motion_out", metadata={"help": "comma-separated nn.Linear names for LoRA"})
     # --- bookkeeping ---
     val_every: int = field(default=50, metadata={"help": "trajectories between held-out reward checks and snapshots (0 = only at the end)"})
+    val_every_s: float = field(default=0.0, metadata={"help": "also check every this many training seconds (the budget's clock; 0 = off): reward-against-time curves"})
     save_every: int = field(default=25, metadata={"help": "trajectories between resume points"})
     seed: int = field(default=0, metadata={"help": "seeds prompts, noise and step choices"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -126,7 +127,8 @@ class FinetuneConfig:
                              ("skate_weight", 0.0, 1e6), ("jerk_weight", 0.0, 1e6), ("floor_weight", 0.0, 1e6),
                              ("diversity_weight", 0.0, 1e6),
                              ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("grad_clip", 0.0, 1e6),
-                             ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8), ("time_budget", 0.0, 1e7)]:
+                             ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8), ("time_budget", 0.0, 1e7),
+                             ("val_every_s", 0.0, 1e7)]:
             v = float(getattr(self, name))
             if not (lo <= v <= hi) or math.isnan(v):
                 raise UserError(f"{name} must be in [{lo}, {hi}], got {getattr(self, name)}")
@@ -552,12 +554,19 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
         metrics["rss_mib"] = _rss_mib()
         return metrics
 
+    def timed_check_due() -> bool:
+        # due once the clock enters a new val_every_s interval since the last check (stateless across resumes)
+        if not cfg.val_every_s or not history["validation"]:
+            return False
+        last = float(history["validation"][-1].get("train_s") or 0.0)
+        return clock["train_s"] // cfg.val_every_s > last // cfg.val_every_s
+
     def after(metrics: dict[str, float]) -> None:
         step = int(metrics["step"])
         if logf is not None:
             logf.write(json.dumps(metrics) + "\n")
             logf.flush()
-        if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.trajectories:
+        if (cfg.val_every and step % cfg.val_every == 0) or step == cfg.trajectories or timed_check_due():
             validate(step)
         if on_step is not None:
             on_step(metrics)

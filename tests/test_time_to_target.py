@@ -1,0 +1,42 @@
+"""The time-to-target definition on hand-made curves: the target is the base plus half of DRaFT-50's mean
+final gain, a run's time is its first check at or above it, and the speed-up is a ratio of mean times."""
+
+from __future__ import annotations
+
+import pytest
+
+from easytune import time_to_target as T
+
+
+def _run(row, seed, points):
+    return {"row": row, "seed": seed, "trajectories": len(points), "points": points}
+
+
+def test_target_times_and_speedup():
+    runs = [_run("draft-50", 0, [(0, 0.80), (100, 0.82), (200, 0.84), (300, 0.90)]),
+            _run("draft-50", 1, [(0, 0.80), (100, 0.81), (200, 0.86), (300, 0.90)]),
+            _run("easytune", 0, [(0, 0.80), (10, 0.86), (20, 0.95)]),
+            _run("easytune", 1, [(0, 0.80), (10, 0.84), (30, 0.86)])]
+    res = T.analyse(runs, budget=300)
+    assert res["target"] == pytest.approx(0.85)  # 0.80 + 0.5 * (0.90 - 0.80)
+    assert res["rows"]["draft-50"]["times"] == [300, 200] and res["rows"]["draft-50"]["mean_s"] == 250
+    assert res["rows"]["easytune"]["times"] == [10, 30] and res["rows"]["easytune"]["mean_s"] == 20
+    assert res["speedup_vs_draft50"] == pytest.approx(12.5) and res["met_10x"]
+    text = T.table(runs, res)
+    assert "12.5x sooner" in text and "goal >= 10x: met" in text
+
+
+def test_a_miss_gives_a_lower_bound_and_no_gain_no_target():
+    runs = [_run("draft-50", 0, [(0, 0.80), (100, 0.90)]), _run("draft-50", 1, [(0, 0.80), (100, 0.84)]),
+            _run("easytune", 0, [(0, 0.80), (50, 0.86)])]
+    res = T.analyse(runs, budget=100)  # target 0.835: draft-50 seed 0 reaches it at 100, seed 1 at 100
+    assert res["rows"]["draft-50"]["times"] == [100, 100] and res["speedup_vs_draft50"] == pytest.approx(2.0)
+    assert not res["met_10x"]
+    runs[0]["points"][-1] = (100, 0.84)  # target 0.815: reached at 100 by both again
+    runs[1]["points"][-1] = (100, 0.82)
+    runs[2]["points"][-1] = (50, 0.79)
+    res = T.analyse(runs, budget=100)
+    assert res["rows"]["easytune"]["times"] == [None] and "speedup_vs_draft50" not in res
+    flat = [_run("draft-50", 0, [(0, 0.8), (100, 0.79)]), _run("easytune", 0, [(0, 0.8), (10, 0.9)])]
+    res = T.analyse(flat, budget=100)
+    assert res["target"] is None and "did not raise" in T.table(flat, res)
