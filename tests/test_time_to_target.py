@@ -31,7 +31,12 @@ def test_a_miss_gives_a_lower_bound_and_no_gain_no_target():
             _run("easytune", 0, [(0, 0.80), (50, 0.86)])]
     res = T.analyse(runs, budget=100)  # target 0.835: draft-50 seed 0 reaches it at 100, seed 1 at 100
     assert res["rows"]["draft-50"]["times"] == [100, 100] and res["speedup_vs_draft50"] == pytest.approx(2.0)
-    assert not res["met_10x"]
+    assert not res["met_10x"] and "2.0x sooner" in T.table(runs, res)
+    early = [_run("draft-50", s, [(0, 0.80), (25, 0.85), (100, 0.84 - 0.02 * s)]) for s in (0, 1)]
+    slow = early + [_run("easytune", 0, [(0, 0.80), (50, 0.81), (100, 0.86)])]  # DRaFT-50 at 25 s, EasyTune at 100 s
+    res = T.analyse(slow, budget=100)
+    assert res["speedup_vs_draft50"] == pytest.approx(0.25)
+    assert "takes 4.0x as long as DRaFT-50" in T.table(slow, res)
     runs[0]["points"][-1] = (100, 0.84)  # target 0.815: reached at 100 by both again
     runs[1]["points"][-1] = (100, 0.82)
     runs[2]["points"][-1] = (50, 0.79)
