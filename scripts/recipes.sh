@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Issue 9's recipe rows: the demo recipe (penalty 2, physical guards, diversity guard 2), 150 trajectories,
+# seed 0, one setting changed per variant, then `finetune select` on the validation split. The reference is
+# the demo's own run at step 150 on the same split (demo_checkpoints/easytune/README.md).
+#
+#   bash scripts/recipes.sh lora rts        # variants run one after another, one thread each;
+#   bash scripts/recipes.sh chain k3 &       # start two of these to use both cores
+#
+# Re-running resumes a fine-tune from its last save; evaluations reuse .cache/evaluate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+RECIPE=(--method easytune --base base --reward reward --base-penalty 2 --skate-weight 0.3 --jerk-weight 0.0005
+        --floor-weight 1 --diversity-weight 2 --trajectories 150 --seed 0 --no-progress)
+for v in "$@"; do
+  case $v in
+    lora)  extra=(--lora-rank 8 --lora-alpha 16 --lr 1e-4) ;;   # the browser preset's adapter; 10x the full-weight lr
+    rts)   extra=(--reward-timestep true) ;;
+    chain) extra=(--variant chain) ;;
+    k3)    extra=(--k 3) ;;
+    k3r)   extra=(--k 3 --k-mode random) ;;
+    *) echo "unknown variant $v (lora, rts, chain, k3, k3r)" >&2; exit 2 ;;
+  esac
+  out=runs/recipes/$v
+  mkdir -p "$out"
+  OMP_NUM_THREADS=1 $PY -m easytune finetune "${RECIPE[@]}" "${extra[@]}" --out "$out" >> "$out.log" 2>&1
+  OMP_NUM_THREADS=1 $PY -m easytune finetune select --run "$out" >> "$out.log" 2>&1
+done
