@@ -77,3 +77,16 @@ def test_results_refuses_bad_settings(world, tmp_path):
                     (dict(checks=0), "checks must be")]:
         with pytest.raises(UserError, match=msg):
             _cfg(world, tmp_path, **kw).lists()
+
+
+def test_committed_results_match_their_saved_runs():
+    """RESULTS.md at the repository root and the README quote the goal line that results.py computes from
+    the committed runs/results/results.json (a hand edit or a stale copy fails here)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    saved = json.loads((root / "runs" / "results" / "results.json").read_text())
+    line = RS.goal(saved["rows"])
+    assert line in (root / "RESULTS.md").read_text()
+    percent = line.split(": ")[1].split("%")[0]  # e.g. "-31.3"
+    assert f"{percent}%" in (root / "README.md").read_text()
