@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 9's recipe rows: the demo recipe (penalty 2, physical guards, diversity guard 2), 150 trajectories,
-# seed 0, one setting changed per variant, then `finetune select` on the validation split. The reference is
-# the demo's own run at step 150 on the same split (demo_checkpoints/easytune/README.md).
+# seed 0, one setting changed per variant, then `finetune select` on the validation split. `ref` is the recipe
+# unchanged at this length (its cosine ends at 150, so the demo's 250-trajectory run is not the reference).
 #
 #   bash scripts/recipes.sh lora rts        # variants run one after another, one thread each;
 #   bash scripts/recipes.sh chain k3 &       # start two of these to use both cores
@@ -14,12 +14,13 @@ RECIPE=(--method easytune --base base --reward reward --base-penalty 2 --skate-w
         --floor-weight 1 --diversity-weight 2 --trajectories 150 --seed 0 --no-progress)
 for v in "$@"; do
   case $v in
+    ref)   extra=() ;;                                            # the recipe itself at this length
     lora)  extra=(--lora-rank 8 --lora-alpha 16 --lr 1e-4) ;;   # the browser preset's adapter; 10x the full-weight lr
     rts)   extra=(--reward-timestep true) ;;
     chain) extra=(--variant chain) ;;
     k3)    extra=(--k 3) ;;
     k3r)   extra=(--k 3 --k-mode random) ;;
-    *) echo "unknown variant $v (lora, rts, chain, k3, k3r)" >&2; exit 2 ;;
+    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r)" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"
