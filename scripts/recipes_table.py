@@ -7,6 +7,11 @@ Each row: NAME=EVALUATE_OUT,RECOGNIZE_OUT[,FINETUNE_RUN]. Columns: the evaluator
 MultiModality, foot skating and jerk (mean over the replications evaluate ran, with the CI when it
 ran several), style recognised on seen combinations and action on unseen ones, and, for fine-tunes,
 trajectories, wall time and the paired held-out reward gain.
+
+    python scripts/recipes_table.py --selections runs/recipes/ref runs/recipes/lora ...
+
+Validation-split rows instead, from each run's `finetune select` output (selection.json): its last snapshot
+and the snapshot the rule chose, with the run's paired held-out reward gain and wall time.
 """
 
 from __future__ import annotations
@@ -49,6 +54,34 @@ def header() -> str:
     return "| recipe | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|"
 
 
+SELECTION = [("R-Precision top-1", 3), ("FID", 3), ("MM-Dist", 3), ("MultiModality", 3), ("foot_skating", 3),
+             ("jerk", 1)]
+
+
+def selection_rows(run: Path) -> list[str]:
+    """The last and the chosen snapshot of one run, validation split (one replication each)."""
+    sel = _load(run, "selection.json")
+    if sel is None:
+        print(f"skipping {run}: no selection.json (run `finetune select --run {run}`)", file=sys.stderr)
+        return []
+    ft = _load(run, "summary.json") or {}
+    g = ft.get("held_out_gain") or {}
+    gain = f"{g['gain']:+.4f} ± {g['ci']:.4f}" if g else ""
+    wall = f"{ft['seconds'] / 60:.1f} min" if ft.get("seconds") else ""
+    last = max(sel["rows"], key=lambda r: r["step"])
+    chosen = sel["rows"][sel["chosen"]]  # step 0 (the base) when no snapshot passed the rule
+    out = []
+    for label, r in [("last", last)] + ([("chosen", chosen)] if chosen is not last else []):
+        cells = [f"{r[k]:.{d}f}" for k, d in SELECTION]
+        out.append(f"| {run.name} ({label}, step {r['step']}) | " + " | ".join(cells) + f" | {gain} | {wall} |")
+    return out
+
+
+def selection_header() -> str:
+    names = ["R@1", "FID", "MM-Dist", "MultiModality", "foot skating", "jerk", "held-out reward gain", "wall"]
+    return "| run (validation split) | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|"
+
+
 def _load(path: Path, name: str) -> dict | None:
     file = path / name if path.is_dir() else path
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
@@ -56,8 +89,13 @@ def _load(path: Path, name: str) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", nargs="+", required=True, metavar="NAME=EVAL,REC[,RUN]")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--rows", nargs="+", metavar="NAME=EVAL,REC[,RUN]")
+    group.add_argument("--selections", nargs="+", metavar="RUN", type=Path)
     args = p.parse_args(argv)
+    if args.selections:
+        print("\n".join([selection_header()] + [line for run in args.selections for line in selection_rows(run)]))
+        return 0
     lines = [header()]
     for spec in args.rows:
         name, _, paths = spec.partition("=")
