@@ -67,7 +67,7 @@ def selection_rows(run: Path) -> list[str]:
     ft = _load(run, "summary.json") or {}
     g = ft.get("held_out_gain") or {}
     gain = f"{g['gain']:+.4f} ± {g['ci']:.4f}" if g else ""
-    wall = f"{ft['seconds'] / 60:.1f} min" if ft.get("seconds") else ""
+    wall = f"{ft['wall_s'] / 60:.1f} min" if ft.get("wall_s") else ""  # over every session of the run
     last = max(sel["rows"], key=lambda r: r["step"])
     chosen = sel["rows"][sel["chosen"]]  # step 0 (the base) when no snapshot passed the rule
     out = []

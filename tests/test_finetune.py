@@ -4,6 +4,7 @@ update, step vs chain, LoRA, a real gain over the lr=0 control, resume and NaN h
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -255,6 +256,20 @@ def test_interrupted_run_resumes_to_the_same_weights(ckpts, tmp_path, text_encod
     a = load_checkpoint(tmp_path / "whole" / "run" / "last").state
     b = load_checkpoint(tmp_path / "cut" / "run" / "last").state
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rerunning_a_finished_run_keeps_its_wall_time_and_peak_memory(ckpts, tmp_path, text_encoder, monkeypatch):
+    """The same command again (as a queue script does) resumes at the end: nothing is trained, and the summary
+    still reports the whole run's wall time and the peak RSS of every session, not the no-op's."""
+    cfg = _cfg(ckpts, tmp_path, trajectories=3, save_every=1, val_every=0)
+    monkeypatch.setattr(H, "_rss_mib", lambda: 900.0)
+    first = H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    monkeypatch.setattr(H, "_rss_mib", lambda: 100.0)
+    again = H.finetune(cfg, text_encoder=text_encoder, progress=False)
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert again["step"] == first["step"] == 3
+    assert saved["peak_rss_mib"] == again["peak_rss_mib"] == 900.0
+    assert saved["wall_s"] >= first["wall_s"] > 0
 
 
 def test_time_budget_counts_trajectories_only_and_ends_with_a_held_out_check(ckpts, tmp_path, text_encoder):

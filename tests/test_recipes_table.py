@@ -20,7 +20,7 @@ def test_selection_rows_give_the_last_and_the_chosen_snapshot(tmp_path, capsys):
     run.mkdir()
     (run / "selection.json").write_text(json.dumps({"chosen": 1, "rows": [
         _snapshot(0, 0.80), _snapshot(50, 0.91), _snapshot(100, 0.88)]}))
-    (run / "summary.json").write_text(json.dumps({"seconds": 1800.0, "held_out_gain": {"gain": 0.05, "ci": 0.02}}))
+    (run / "summary.json").write_text(json.dumps({"wall_s": 1800.0, "seconds": 0.1, "held_out_gain": {"gain": 0.05, "ci": 0.02}}))
     assert recipes_table.main(["--selections", str(run), str(tmp_path / "missing")]) == 0
     out, err = capsys.readouterr()
     lines = out.strip().splitlines()

@@ -534,6 +534,7 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
             return
         history["wall_s"] = round(wall_before + time.perf_counter() - t0, 1)
         history["train_s"] = round(clock["train_s"], 3)
+        history["peak_rss_mib"] = max(float(history.get("peak_rss_mib", 0.0)), _rss_mib())  # over every session
         save_to(out / LAST, step)
         tensors = {}
         if cfg.variant == "chain":
@@ -596,7 +597,8 @@ def finetune(cfg: FinetuneConfig, *, on_step: Callable[[dict[str, float]], None]
     barrier(run.world)  # the other ranks return once rank 0 has written the final checkpoint
     summary = {"out": str(out), "step": result.step, "stopped": result.stopped, "last": result.last,
                "validation": history["validation"], "held_out_gain": held_out_gain(history["validation"]),
-               "seconds": result.seconds, "wall_s": history.get("wall_s"), "peak_rss_mib": _rss_mib(),
+               "seconds": result.seconds, "wall_s": history.get("wall_s"),
+               "peak_rss_mib": max(float(history.get("peak_rss_mib", 0.0)), _rss_mib()),
                "kind": "lora" if run.is_lora else "finetune", "train_s": clock["train_s"],
                "budget_spent": spent()}
     if main:
