@@ -6,6 +6,7 @@
 #   bash scripts/recipes.sh lora rts        # variants run one after another, one thread each;
 #   bash scripts/recipes.sh chain k3 &       # start two of these to use both cores
 #
+# Edit this file by writing a new one and renaming it over: bash reads a running script as it goes.
 # Re-running resumes a fine-tune from its last save; evaluations reuse .cache/evaluate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,9 @@ for v in "$@"; do
     chain) extra=(--variant chain) ;;
     k3)    extra=(--k 3) ;;
     k3r)   extra=(--k 3 --k-mode random) ;;
-    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r)" >&2; exit 2 ;;
+    pen1)  extra=(--base-penalty 1) ;;                            # later flags win: the base penalty at 1 and 4
+    pen4)  extra=(--base-penalty 4) ;;
+    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4)" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"
