@@ -10,8 +10,8 @@ trajectories, wall time and the paired held-out reward gain.
 
     python scripts/recipes_table.py --selections runs/recipes/ref runs/recipes/lora ...
 
-Validation-split rows instead, from each run's `finetune select` output (selection.json): its last snapshot
-and the snapshot the rule chose, with the run's paired held-out reward gain and wall time.
+Validation-split rows instead, from each run's `finetune select` output (selection.json): the base (step 0) once,
+then each run's last snapshot and the snapshot the rule chose, with the run's paired held-out reward gain and wall time.
 """
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ def selection_rows(run: Path) -> list[str]:
     return out
 
 
+def base_row(runs: list[Path]) -> list[str]:
+    """The base itself (every run's step-0 snapshot; the first run that has one), so the rows read against it."""
+    for run in runs:
+        sel = _load(run, "selection.json")
+        zero = [r for r in (sel or {}).get("rows", []) if r["step"] == 0]
+        if zero:
+            return ["| base (step 0) | " + " | ".join(f"{zero[0][k]:.{d}f}" for k, d in SELECTION) + " | | |"]
+    return []
+
+
 def selection_header() -> str:
     names = ["R@1", "FID", "MM-Dist", "MultiModality", "foot skating", "jerk", "held-out reward gain", "wall"]
     return "| run (validation split) | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|"
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--selections", nargs="+", metavar="RUN", type=Path)
     args = p.parse_args(argv)
     if args.selections:
-        print("\n".join([selection_header()] + [line for run in args.selections for line in selection_rows(run)]))
+        rows = [line for run in args.selections for line in selection_rows(run)]
+        print("\n".join([selection_header()] + base_row(args.selections) + rows))
         return 0
     lines = [header()]
     for spec in args.rows:

@@ -24,6 +24,7 @@ def test_selection_rows_give_the_last_and_the_chosen_snapshot(tmp_path, capsys):
     assert recipes_table.main(["--selections", str(run), str(tmp_path / "missing")]) == 0
     out, err = capsys.readouterr()
     lines = out.strip().splitlines()
+    assert lines.pop(2) == "| base (step 0) | 0.800 | 1.000 | 3.000 | 0.900 | 0.010 | 100.0 | | |"
     assert lines[2] == "| lora (last, step 100) | 0.880 | 0.010 | 3.000 | 0.900 | 0.010 | 100.0 | +0.0500 ± 0.0200 | 30.0 min |"
     assert lines[3].startswith("| lora (chosen, step 50) | 0.910 | 0.020 |")
     assert len(lines) == 4
