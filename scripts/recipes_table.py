@@ -58,6 +58,10 @@ SELECTION = [("R-Precision top-1", 3), ("FID", 3), ("MM-Dist", 3), ("MultiModali
              ("jerk", 1)]
 
 
+def _selection_cells(r: dict) -> str:
+    return " | ".join(f"{r[k]:.{d}f}" for k, d in SELECTION)
+
+
 def selection_rows(run: Path) -> list[str]:
     """The last and the chosen snapshot of one run, validation split (one replication each)."""
     sel = _load(run, "selection.json")
@@ -72,8 +76,7 @@ def selection_rows(run: Path) -> list[str]:
     chosen = sel["rows"][sel["chosen"]]  # step 0 (the base) when no snapshot passed the rule
     out = []
     for label, r in [("last", last)] + ([("chosen", chosen)] if chosen is not last else []):
-        cells = [f"{r[k]:.{d}f}" for k, d in SELECTION]
-        out.append(f"| {run.name} ({label}, step {r['step']}) | " + " | ".join(cells) + f" | {gain} | {wall} |")
+        out.append(f"| {run.name} ({label}, step {r['step']}) | {_selection_cells(r)} | {gain} | {wall} |")
     return out
 
 
@@ -83,7 +86,7 @@ def base_row(runs: list[Path]) -> list[str]:
         sel = _load(run, "selection.json")
         zero = [r for r in (sel or {}).get("rows", []) if r["step"] == 0]
         if zero:
-            return ["| base (step 0) | " + " | ".join(f"{zero[0][k]:.{d}f}" for k, d in SELECTION) + " | | |"]
+            return [f"| base (step 0) | {_selection_cells(zero[0])} | | |"]
     return []
 
 
