@@ -16,7 +16,16 @@ size.
 
 Every stage writes its outputs under --work and is reused when its settings match, and fine-tunes
 resume from their last checkpoint, so the command can be stopped and re-run cheaply (the next run
-picks up where this one stopped).
+picks up where this one stopped). Each finished row (its metrics, learning-rate grid and reward
+curves) is also kept in --rows, one JSON file per row, committed to git: a later run in a fresh
+checkout, where runs/ is empty, reuses every row whose settings (checkpoint hashes, dataset stamp,
+budget, guard, grid, seeds, steps, the method's own settings) match, and runs only the rest. So rows
+measured in different sessions, or on two cores at once with two --work folders, combine into one
+table:
+
+    python -m easytune results --methods refl --work runs/results_refl      # one core
+    python -m easytune results --methods drtune --work runs/results_drtune  # the other
+    python -m easytune results --methods easytune,draft-50,refl,drtune       # the table, from kept rows
 """
 
 from __future__ import annotations
@@ -59,6 +68,8 @@ class ResultsConfig:
     tiny: int = field(default=0, metadata={"help": "evaluate on the first N motions of each split only (smoke runs)"})
     cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache (shared with evaluate)"})
     work: str = field(default="runs/results", metadata={"help": "folder for every run and evaluation (reused)"})
+    rows: str = field(default="docs/results", metadata={
+        "help": "folder of finished rows, one JSON each, kept in git and reused when their settings match ('' = off)"})
     out: str = field(default="RESULTS.md", metadata={"help": "the table"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
 
@@ -148,6 +159,44 @@ def evaluate_stage(cfg: ResultsConfig, name: str, checkpoint: str, replications:
     result = E.main(ev, text_encoder=encoder), R.main(rc, text_encoder=encoder)
     _stamp(folder, settings)
     return result
+
+
+# --- finished rows, kept across sessions ------------------------------------------------------------
+
+def row_settings(cfg: ResultsConfig, row: str, steps: int, seeds: list[int], lrs: list[float]) -> dict[str, Any]:
+    """Everything a row's numbers depend on; a kept row is reused only when these are equal."""
+    from easytune.checkpoints import checkpoint_hash
+    from easytune.finetune import harness as H
+    from easytune.motion.build import _stamp_of
+
+    common = {"row": row, "steps": steps, "tiny": cfg.tiny, "dataset": _stamp_of(Path(cfg.data)),
+              "weights": {k: checkpoint_hash(getattr(cfg, k)) for k in ("base", "reward", "evaluator")}}
+    if row == "base":
+        return {**common, "replications": len(seeds)}
+    method, settings = H.VARIANTS[row]
+    return {**common, "method": method, "settings": settings, "seeds": seeds, "lrs": lrs,
+            **{k: getattr(cfg, k) for k in ("budget", "batch_size", "base_penalty", "skate_weight", "jerk_weight",
+                                            "floor_weight", "checks", "max_seconds", "val_prompts")}}
+
+
+def kept_row(cfg: ResultsConfig, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The kept row with these settings, or None (none kept, or kept with other settings)."""
+    path = Path(cfg.rows) / f"{settings['row']}.json" if cfg.rows else None
+    if path is None or not path.is_file():
+        return None
+    kept = json.loads(path.read_text(encoding="utf-8"))
+    if kept.get("settings") != settings:
+        return None
+    if "grid" in kept["row"]:  # JSON keys are strings; the grid's are learning rates
+        kept["row"]["grid"] = {float(lr): v for lr, v in kept["row"]["grid"].items()}
+    return kept
+
+
+def keep_row(cfg: ResultsConfig, settings: dict[str, Any], row: dict[str, Any], **extra: Any) -> None:
+    from easytune.fileio import write_json
+
+    if cfg.rows:
+        write_json(Path(cfg.rows) / f"{settings['row']}.json", {"settings": settings, "row": row, **extra})
 
 
 # --- the table --------------------------------------------------------------------------------------
@@ -270,10 +319,23 @@ def main(cfg: ResultsConfig, text_encoder: Any = None, command: str = "python -m
 
         text_encoder = load_text_encoder(pick_device(cfg.device))
     steps = cfg.steps or load_base(cfg.base, "cpu", text_encoder=text_encoder).steps
-    base_ev, base_rec = evaluate_stage(cfg, "base", cfg.base, len(seeds), steps, text_encoder)
-    rows: dict[str, dict[str, Any]] = {"base": {"metrics": row_values([base_ev]), "recognized": recognized([base_rec])}}
+    settings = row_settings(cfg, "base", steps, seeds, lrs)
+    kept = kept_row(cfg, settings)
+    if kept is None:
+        base_ev, base_rec = evaluate_stage(cfg, "base", cfg.base, len(seeds), steps, text_encoder)
+        kept = {"row": {"metrics": row_values([base_ev]), "recognized": recognized([base_rec])},
+                "floor": base_ev.get("fid_floor")}
+        keep_row(cfg, settings, **kept)
+    floor = kept["floor"]
+    rows: dict[str, dict[str, Any]] = {"base": kept["row"]}
     curves: list[dict[str, Any]] = []
     for variant in methods:
+        settings = row_settings(cfg, variant, steps, seeds, lrs)
+        kept = kept_row(cfg, settings)
+        if kept is not None:
+            rows[variant] = kept["row"]
+            curves += kept["curves"]
+            continue
         grid = {}
         for lr in lrs:
             summary = finetune_stage(cfg, variant, lr, seeds[0], steps, text_encoder)
@@ -291,11 +353,13 @@ def main(cfg: ResultsConfig, text_encoder: Any = None, command: str = "python -m
         rows[variant] = {"metrics": row_values(evals), "recognized": recognized(recs), "lr": f"{best:g}",
                          "grid": grid, "trajectories": [s["step"] for s in summaries],
                          "rss": [s["peak_rss_mib"] for s in summaries]}
-        curves += [{"row": variant, "seed": s, "trajectories": summary["step"],
-                    "points": [(float(v["train_s"]), float(v["reward"])) for v in summary["validation"]]}
-                   for s, summary in zip(seeds, summaries)]
+        mine = [{"row": variant, "seed": s, "trajectories": summary["step"],
+                 "points": [(float(v["train_s"]), float(v["reward"])) for v in summary["validation"]]}
+                for s, summary in zip(seeds, summaries)]
+        keep_row(cfg, settings, rows[variant], curves=mine)
+        curves += mine
     speed, ttt = speed_section(cfg, curves)
-    text = write_table(cfg, rows, base_ev.get("fid_floor"), command, steps, speed)
+    text = write_table(cfg, rows, floor, command, steps, speed)
     from easytune.fileio import write_json
 
     write_json(Path(cfg.work) / "results.json", {"config": asdict(cfg), "rows": rows, "steps": steps,

@@ -34,7 +34,7 @@ def _cfg(world, tmp_path, **kw):
                                       max_seconds=2.0, val_prompts=4, base=str(world / "base"),
                                       reward=str(world / "reward"), evaluator=str(world / "ev"),
                                       data=str(world / "data"), work=str(tmp_path / "work"),
-                                      cache=str(tmp_path / "cache"),
+                                      cache=str(tmp_path / "cache"), rows=str(tmp_path / "rows"),
                                       out=str(tmp_path / "RESULTS.md"), device="cpu"), **kw})
 
 
@@ -69,6 +69,19 @@ def test_results_table_from_its_own_runs_and_reused_on_rerun(world, tmp_path):
     assert again["easytune"]["metrics"] == rows["easytune"]["metrics"]
     changed = [p for p, t in stamps.items() if p != work / "results.json" and p.stat().st_mtime != t]
     assert changed == []
+    # a fresh checkout (empty --work) rebuilds the same table from the kept rows alone
+    fresh = RS.ResultsConfig(**{**cfg.__dict__, "work": str(tmp_path / "fresh"), "out": str(tmp_path / "again" / "RESULTS.md")})
+    assert RS.main(fresh, text_encoder=HashTextEncoder()) == again
+    assert (tmp_path / "again" / "RESULTS.md").read_text().split("\n", 3)[3] == text.split("\n", 3)[3]  # all but the command
+    assert not (tmp_path / "fresh" / "easytune").exists() and not (tmp_path / "fresh" / "eval").exists()
+    # a row kept under other settings is not reused
+    steps = json.loads((tmp_path / "rows" / "refl.json").read_text())["settings"]["steps"]
+    seeds, lrs = [0, 1], [1e-4, 1e-3]
+    assert RS.kept_row(cfg, RS.row_settings(cfg, "refl", steps, seeds, lrs)) is not None
+    for other in (dict(budget=2.0), dict(skate_weight=0.0), dict(reward=str(world / "base"))):
+        changed_cfg = RS.ResultsConfig(**{**cfg.__dict__, **other})
+        assert RS.kept_row(changed_cfg, RS.row_settings(changed_cfg, "refl", steps, seeds, lrs)) is None, other
+    assert RS.kept_row(cfg, RS.row_settings(cfg, "refl", steps, [0], lrs)) is None
 
 
 def test_results_refuses_bad_settings(world, tmp_path):
@@ -79,14 +92,18 @@ def test_results_refuses_bad_settings(world, tmp_path):
             _cfg(world, tmp_path, **kw).lists()
 
 
-def test_committed_results_match_their_saved_runs():
+def test_committed_results_match_their_kept_rows():
     """RESULTS.md at the repository root and the README quote the goal line that results.py computes from
-    the committed runs/results/results.json (a hand edit or a stale copy fails here)."""
+    the rows kept in docs/results (a hand edit or a stale copy fails here), and every row in RESULTS.md
+    is a kept one."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    saved = json.loads((root / "runs" / "results" / "results.json").read_text())
-    line = RS.goal(saved["rows"])
+    kept = {p.stem: json.loads(p.read_text()) for p in (root / "docs" / "results").glob("*.json")}
+    line = RS.goal({name: k["row"] for name, k in kept.items()})
     assert line in (root / "RESULTS.md").read_text()
     percent = line.split(": ")[1].split("%")[0]  # e.g. "-31.3"
     assert f"{percent}%" in (root / "README.md").read_text()
+    table = [ln.split(" | ")[0][2:] for ln in (root / "RESULTS.md").read_text().splitlines()
+             if ln.startswith("| ") and " ± " in ln]
+    assert table and set(table) <= set(kept), table
