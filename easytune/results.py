@@ -184,8 +184,13 @@ def kept_row(cfg: ResultsConfig, settings: dict[str, Any]) -> dict[str, Any] | N
     path = Path(cfg.rows) / f"{settings['row']}.json" if cfg.rows else None
     if path is None or not path.is_file():
         return None
-    kept = json.loads(path.read_text(encoding="utf-8"))
-    if kept.get("settings") != settings:
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        same = kept.get("settings") == settings and "row" in kept
+    except (ValueError, AttributeError):
+        raise UserError(f"kept row {path} is not a row file (corrupt JSON?); restore it from git or delete it to "
+                        f"measure that row again") from None
+    if not same:
         return None
     if "grid" in kept["row"]:  # JSON keys are strings; the grid's are learning rates
         kept["row"]["grid"] = {float(lr): v for lr, v in kept["row"]["grid"].items()}

@@ -82,6 +82,9 @@ def test_results_table_from_its_own_runs_and_reused_on_rerun(world, tmp_path):
         changed_cfg = RS.ResultsConfig(**{**cfg.__dict__, **other})
         assert RS.kept_row(changed_cfg, RS.row_settings(changed_cfg, "refl", steps, seeds, lrs)) is None, other
     assert RS.kept_row(cfg, RS.row_settings(cfg, "refl", steps, [0], lrs)) is None
+    (tmp_path / "rows" / "refl.json").write_text("{not json")
+    with pytest.raises(UserError, match="is not a row file"):
+        RS.kept_row(cfg, RS.row_settings(cfg, "refl", steps, seeds, lrs))
 
 
 def test_results_refuses_bad_settings(world, tmp_path):
