@@ -33,11 +33,11 @@ def test_selection_rows_give_the_last_and_the_chosen_snapshot(tmp_path, capsys):
 
 def test_the_easytune_card_quotes_the_kept_recipe_runs(capsys):
     """The card's "One change at a time" table is the script's output on docs/recipes, row for row."""
-    runs = [REPO / "docs" / "recipes" / v for v in ("ref", "rts", "chain", "lora", "k3", "k3r", "pen1", "pen4")]
+    runs = [REPO / "docs" / "recipes" / v for v in ("ref", "rts", "chain", "lora", "k3", "k3r", "pen1", "pen4", "light")]
     assert recipes_table.main(["--selections"] + [str(r) for r in runs]) == 0
     out, err = capsys.readouterr()
     rows = out.strip().splitlines()
-    assert not err and len(rows) == 2 + 1 + 12  # header, base, last (+ chosen where it differs) per run
+    assert not err and len(rows) == 2 + 1 + 13  # header, base, last (+ chosen where it differs) per run
     card = (REPO / "demo_checkpoints" / "easytune" / "README.md").read_text(encoding="utf-8")
     table = "\n".join(rows[2:])
     assert table in card
