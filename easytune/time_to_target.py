@@ -2,10 +2,12 @@
 and `python -m easytune results` both use it).
 
 A run is {"row": method, "seed": int, "points": [(training seconds, held-out reward), ...], "trajectories": n}
-with points from the harness's held-out checks (the same val prompts and noise at every check, so step 0 is
-the base for every run). The target is defined once: the base's held-out reward plus 50% of the gain DRaFT-50
-reaches by the end of its budget (mean over its seeds). A run's time to target is the training time of its
-first check at or above the target (no interpolation); a run that never reaches it is "> budget".
+with points from the harness's held-out checks: the same val prompts and noise at every check, so a run's
+step 0 is the base on that run's prompts. The held-out prompts are drawn by the run's seed, so runs of one
+seed (every method) share their base and runs of different seeds do not. The target is defined once, per
+seed: that seed's base plus 50% of the gain DRaFT-50 reaches by the end of its budget (each DRaFT-50 run's
+final reward minus its own base, mean over its seeds). A run's time to target is the training time of its
+first check at or above its seed's target (no interpolation); a run that never reaches it is "> budget".
 """
 
 from __future__ import annotations
@@ -21,27 +23,32 @@ def time_to(points: list[tuple[float, float]], target: float) -> float | None:
 def analyse(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     import numpy as np
 
-    base = runs[0]["points"][0][1]  # step 0 of every run: the base, same prompts and noise
-    finals = [r["points"][-1][1] for r in runs if r["row"] == "draft-50"]
-    if not finals:
-        return {"base_reward": base, "target": None, "note": "no draft-50 row: the target is undefined"}
-    gain = float(np.mean(finals)) - base
+    bases: dict[int, float] = {}
+    for r in runs:  # step 0 of a run: the base on its seed's prompts and noise
+        bases.setdefault(r["seed"], r["points"][0][1])
+    gains = [r["points"][-1][1] - bases[r["seed"]] for r in runs if r["row"] == "draft-50"]
+    if not gains:
+        return {"bases": bases, "target": None, "note": "no draft-50 row: the target is undefined"}
+    gain = float(np.mean(gains))
     if gain <= 0:
-        return {"base_reward": base, "draft50_final": float(np.mean(finals)), "target": None,
+        return {"bases": bases, "draft50_gain": gain, "target": None,
                 "note": "DRaFT-50 did not raise the held-out reward within its budget; no target"}
-    target = base + 0.5 * gain
+    targets = {seed: b + 0.5 * gain for seed, b in bases.items()}
     per: dict[str, Any] = {}
     for r in runs:
-        t = time_to(r["points"], target)
+        t = time_to(r["points"], targets[r["seed"]])
         r["time_to_target"] = t
         per.setdefault(r["row"], []).append(t)
     rows = {}
     for row, times in per.items():
         reached = [t for t in times if t is not None]
+        mine = [r for r in runs if r["row"] == row]
         rows[row] = {"times": times, "reached": len(reached), "of": len(times),
                      "mean_s": float(np.mean(reached)) if len(reached) == len(times) else None,
-                     "final_reward": float(np.mean([r["points"][-1][1] for r in runs if r["row"] == row]))}
-    out = {"base_reward": base, "draft50_final": base + gain, "target": target, "budget_s": budget, "rows": rows}
+                     "final_reward": float(np.mean([r["points"][-1][1] for r in mine])),
+                     "final_gain": float(np.mean([r["points"][-1][1] - bases[r["seed"]] for r in mine]))}
+    out = {"bases": bases, "draft50_gain": gain, "target_gain": 0.5 * gain, "targets": targets,
+           "target": float(np.mean(list(targets.values()))), "budget_s": budget, "rows": rows}
     e, d = rows.get("easytune"), rows.get("draft-50")
     if e and d and e["mean_s"]:
         if d["mean_s"]:
@@ -56,15 +63,18 @@ def analyse(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
 def table(runs: list[dict[str, Any]], res: dict[str, Any]) -> str:
     if res.get("target") is None:
         return res["note"]
-    lines = [f"Held-out reward of the base {res['base_reward']:.4f}; DRaFT-50 after its budget "
-             f"{res['draft50_final']:.4f}; target (base + 50% of DRaFT-50's gain) {res['target']:.4f}.", "",
-             "| method | time to target per seed (s) | mean (s) | held-out reward at the end (mean) | trajectories |",
-             "|---|---|---|---|---|"]
+    seeds = sorted(res["bases"])
+    per_seed = lambda d: " / ".join(f"{d[s]:.4f}" for s in seeds)  # noqa: E731
+    lines = [f"Held-out reward of the base per seed {', '.join(map(str, seeds))} (each seed draws its own held-out "
+             f"prompts): {per_seed(res['bases'])}; DRaFT-50's mean gain by the end of its budget "
+             f"{res['draft50_gain']:+.4f}; target per seed (its base + 50% of that gain): {per_seed(res['targets'])}.",
+             "", "| method | time to target per seed (s) | mean (s) | held-out reward at the end (mean) | "
+             "gain over the base at the end (mean) | trajectories |", "|---|---|---|---|---|---|"]
     for row, r in res["rows"].items():
         times = " / ".join("> budget" if t is None else f"{t:.0f}" for t in r["times"])
         traj = " / ".join(str(x["trajectories"]) for x in runs if x["row"] == row)
         mean = f"{r['mean_s']:.0f}" if r["mean_s"] else f"> budget on {r['of'] - r['reached']} seed(s)"
-        lines.append(f"| {row} | {times} | {mean} | {r['final_reward']:.4f} | {traj} |")
+        lines.append(f"| {row} | {times} | {mean} | {r['final_reward']:.4f} | {r['final_gain']:+.4f} | {traj} |")
     if "speedup_vs_draft50" in res:
         x = res["speedup_vs_draft50"]
         said = (f"EasyTune reaches the target {x:.1f}x sooner than DRaFT-50" if x >= 1 else
@@ -87,12 +97,13 @@ def plot(runs: list[dict[str, Any]], res: dict[str, Any], path: Path) -> None:
     colours = {}
     for r in runs:
         t, y = zip(*r["points"])
+        y = [v - r["points"][0][1] for v in y]  # gain over the run's own base (its seed's prompts)
         c = colours.setdefault(r["row"], f"C{len(colours)}")
         ax.plot(t, y, "-o", ms=3, color=c, alpha=0.8, label=r["row"] if r["seed"] == runs[0]["seed"] else None)
     if res.get("target") is not None:
-        ax.axhline(res["target"], color="k", ls="--", lw=1, label="target")
+        ax.axhline(res["target_gain"], color="k", ls="--", lw=1, label="target (50% of DRaFT-50's gain)")
     ax.set_xlabel("training time (s, held-out checks excluded)")
-    ax.set_ylabel("held-out reward")
+    ax.set_ylabel("held-out reward gain over the base")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()

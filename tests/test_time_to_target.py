@@ -45,3 +45,19 @@ def test_a_miss_gives_a_lower_bound_and_no_gain_no_target():
     flat = [_run("draft-50", 0, [(0, 0.8), (100, 0.79)]), _run("easytune", 0, [(0, 0.8), (10, 0.9)])]
     res = T.analyse(flat, budget=100)
     assert res["target"] is None and "did not raise" in T.table(flat, res)
+
+
+def test_each_seed_is_measured_from_its_own_base():
+    """Each seed draws its own held-out prompts, so its base differs: the target is that seed's base plus half
+    of DRaFT-50's mean gain (each run's gain over its own base), not seed 0's base plus it."""
+    runs = [_run("draft-50", 0, [(0, 0.80), (100, 0.90)]), _run("draft-50", 1, [(0, 0.90), (100, 1.00)]),
+            _run("easytune", 0, [(0, 0.80), (50, 0.86), (100, 0.88)]),
+            _run("easytune", 1, [(0, 0.90), (50, 0.92), (100, 0.96)])]
+    res = T.analyse(runs, budget=100)
+    assert res["draft50_gain"] == pytest.approx(0.10)
+    assert res["targets"] == {0: pytest.approx(0.85), 1: pytest.approx(0.95)}
+    # seed 1 starts at 0.90: measured from seed 0's base (target 0.85) it would count as reached at step 0
+    assert res["rows"]["easytune"]["times"] == [50, 100] and res["rows"]["draft-50"]["times"] == [100, 100]
+    assert res["rows"]["easytune"]["final_gain"] == pytest.approx(0.07)
+    text = T.table(runs, res)
+    assert "0.8000 / 0.9000" in text and "0.8500 / 0.9500" in text and "+0.0700" in text

@@ -39,6 +39,7 @@ METHODS = ("easytune", "refl", "draft", "draft-lv", "alignprop", "drtune")
 # and the RESULTS.md command run these rows; K and truncation are clipped to the run's sampling steps.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "easytune": ("easytune", {"k": 0}),
+    "easytune-k3": ("easytune", {"k": 3}),  # the last 3 steps only: the recipe table's k3, 42% of the wall time
     "refl": ("refl", {"stop_last": 10}),
     "draft-1": ("draft", {"draft_k": 1}),
     "draft-10": ("draft", {"draft_k": 10}),
