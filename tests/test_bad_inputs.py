@@ -280,7 +280,7 @@ CASES: list[tuple[list[str], str]] = [
     (["study", "results", "nope", "--db", "s.sqlite"], "no study database at s.sqlite"),
     (["study", "export", "nope", "--db", "file.txt", "--csv", "o.csv"], "file.txt is not a readable study database"),
     (["study", "export", "nope", "--db", "s.sqlite"], "needs --csv FILE, --pairs FILE or both"),
-    (["results", "--methods", "easytune,nope"], r"unknown method\(s\) nope; choose from easytune, refl"),
+    (["results", "--methods", "easytune,nope"], r"unknown method\(s\) nope; choose from easytune, easytune-k3, refl"),
     (["results", "--lrs", "fast"], "--seeds takes integers and --lrs numbers"),
     (["results", "--budget", "0"], "budget must be 1 to 1e7 seconds"),
     (["frobnicate"], "unknown command 'frobnicate'; `python -m easytune --help` lists the commands"),
