@@ -11,9 +11,10 @@ and saves are not on that clock). Every --val-every trajectories (per method, so
 few points) the harness measures the held-out reward: a separate no-grad pass of the tuned model over
 the same fixed held-out prompts (the val split's, written once to a file) from the same fixed noise.
 
-The target is defined once: the base's held-out reward plus 50% of the gain DRaFT-50 reaches by the end
-of its budget (mean over seeds). A run's time to target is the training time of its first held-out check
-at or above the target (no interpolation); a run that never reaches it is reported as "> budget".
+The target is defined once (easytune/time_to_target.py): each run's own base (its step-0 held-out reward)
+plus 50% of the gain DRaFT-50 reaches over its base by the end of its budget (mean over seeds); here every
+seed reads the same prompts file, so the bases agree. A run's time to target is the training time of its
+first held-out check at or above its target (no interpolation); a run that never reaches it is "> budget".
 
 Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused when their config matches,
 so the benchmark can be re-run or extended cheaply. Writes bench/results/time_to_target.json, .md and
