@@ -269,6 +269,19 @@ def _goal_sentence(who: str, e: dict[str, Any], base: dict[str, Any], d: dict[st
             f"{'met' if met else 'not met'}.")
 
 
+def clipped_draft(names: Sequence[str], steps: int) -> str:
+    """Which DRaFT-K variants are one method at this step count: K >= steps backpropagates through the whole chain."""
+    from easytune.finetune.harness import VARIANTS
+
+    full = [v for v, (m, kw) in VARIANTS.items() if m == "draft" and kw.get("draft_k", 1) >= steps]
+    shown = [v for v in full if v in names]
+    if len(full) < 2 or not shown:
+        return ""
+    same = f"{', '.join(full[:-1])} and {full[-1]}"
+    return (f"At {steps} sampling steps DRaFT's K is clipped to the chain, so {same} are one method (full "
+            f"backpropagation through sampling); the table shows it as {', '.join(shown)}.")
+
+
 def write_table(cfg: ResultsConfig, rows: dict[str, dict[str, Any]], floor: dict | None, command: str,
                 steps: int, speed: str = "") -> str:
     from easytune.fileio import write_text
@@ -300,7 +313,8 @@ def write_table(cfg: ResultsConfig, rows: dict[str, dict[str, Any]], floor: dict
         lines += ["", f"FID's real floor at the generated rows' size ({floor['n']} motions against {floor['n']}; "
                       f"`evaluate`'s extrapolation of the test set's half-vs-half FID): {floor['FID']:.3f}. A generated "
                       f"row's FID near it is as close to the test set as the metric can tell at this size."]
-    lines += ["", goal(rows), ""]
+    clipped = clipped_draft(list(rows), steps)
+    lines += ["", goal(rows), ""] + ([clipped, ""] if clipped else [])
     if speed:
         lines += ["## Time to a held-out reward target", "", f"Each kept run checks its held-out (val) reward {cfg.checks} "
                   f"times, evenly spaced in training time (`easytune.time_to_target`).", "", speed, ""]

@@ -110,3 +110,13 @@ def test_committed_results_match_their_kept_rows():
     table = [ln.split(" | ")[0][2:] for ln in (root / "RESULTS.md").read_text().splitlines()
              if ln.startswith("| ") and " ± " in ln]
     assert table and set(table) <= set(kept), table
+
+
+def test_draft_variants_clipped_to_the_chain_are_named_together():
+    """At 10 steps DRaFT-10 and DRaFT-50 both backpropagate through all 10 steps: RESULTS.md says so instead of
+    showing two rows of one method; at 50 steps only DRaFT-50 is full backpropagation, so there is nothing to say."""
+    note = RS.clipped_draft(["base", "easytune", "draft-50", "draft-1"], 10)
+    assert "draft-10 and draft-50 are one method" in note and note.endswith("as draft-50.")
+    assert "draft-1," not in note
+    assert RS.clipped_draft(["base", "draft-50"], 50) == ""
+    assert RS.clipped_draft(["base", "easytune"], 10) == ""
