@@ -25,7 +25,8 @@ for v in "$@"; do
     pen4)  extra=(--base-penalty 4) ;;
     light) extra=(--skate-weight 0.05 --jerk-weight 0.0001) ;;    # physical guards 6x / 5x lighter (real skating 0.035)
     light250) extra=(--skate-weight 0.05 --jerk-weight 0.0001 --trajectories 250) ;;  # light at the demo's length
-    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250)" >&2; exit 2 ;;
+    light250d4) extra=(--skate-weight 0.05 --jerk-weight 0.0001 --trajectories 250 --diversity-weight 4) ;;  # and the diversity guard doubled
+    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4)" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"
