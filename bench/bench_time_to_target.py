@@ -17,7 +17,15 @@ seed reads the same prompts file, so the bases agree. A run's time to target is 
 first held-out check at or above its target (no interpolation); a run that never reaches it is "> budget".
 
 Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused when their config matches,
-so the benchmark can be re-run or extended cheaply. Writes bench/results/time_to_target.json, .md and
+so the benchmark can be re-run or extended cheaply; a run that was stopped resumes from its last save (every
+5 trajectories). --lr-row gives a row its own learning rate (a method that makes many optimizer steps per
+trajectory, as EasyTune at 50 steps, needs a smaller one). --runs-only runs the rows and skips the analysis, so two
+cores can run one row each into the same --work, and a third call with every row reads them all:
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows draft-50 --runs-only ... &
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows easytune --runs-only ...
+    .venv/bin/python bench/bench_time_to_target.py --rows easytune draft-50 ...      # reuses both, writes the results
+ Writes bench/results/time_to_target.json, .md and
 time_to_target.png (held-out reward against training time, per method).
 """
 
@@ -26,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -59,8 +68,9 @@ def run_args(row: str, seed: int, args: argparse.Namespace, val_file: Path, out:
     flags = ["--method", method, "--base", args.base, "--reward", args.reward, "--data", args.data,
              "--max-seconds", str(args.max_seconds), "--val-file", str(val_file), "--seconds", str(args.seconds),
              "--val-prompts", str(args.held_out), "--val-every", str(args.every.get(row, DEFAULT_EVERY[row])),
-             "--save-every", "1000000", "--trajectories", "1000000", "--time-budget", str(args.budget),
-             "--batch-size", str(args.batch), "--steps", str(args.steps), "--lr", str(args.lr), "--warmup", "1",
+             "--save-every", "5", "--trajectories", "1000000", "--time-budget", str(args.budget),
+             "--batch-size", str(args.batch), "--steps", str(args.steps), "--lr", str(args.lr_row.get(row, args.lr)),
+             "--warmup", "1",
              "--min-lr-ratio", "1.0", "--base-penalty", str(args.base_penalty), "--seed", str(seed),
              "--device", args.device, "--out", str(out), "--no-progress"]
     for k, v in settings.items():
@@ -75,14 +85,15 @@ def one_run(row: str, seed: int, args: argparse.Namespace, val_file: Path) -> di
     flags = run_args(row, seed, args, val_file, out)
     done = out / "summary.json"
     stamp = out / "bench_flags.json"
-    if done.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == flags:
+    same = stamp.is_file() and json.loads(stamp.read_text()) == flags
+    if done.is_file() and same:
         print(f"{row} seed {seed}: reusing {out}", flush=True)
     else:
-        if out.exists():
+        if out.exists() and not same:  # another config: start over; the same one resumes from its last save
             import shutil
 
             shutil.rmtree(out)
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(flags), encoding="utf-8")
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "easytune", "finetune", *flags], capture_output=True,
@@ -104,6 +115,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps (DRaFT-50 is full backprop at 50)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, the same for every method")
+    p.add_argument("--lr-row", type=json.loads, default={}, help='JSON {"row": learning rate} overriding --lr')
+    p.add_argument("--runs-only", action="store_true", help="run the rows' fine-tunes and stop (no target, no files)")
     p.add_argument("--base-penalty", type=float, default=1.0, help="the guard, the same for every method")
     p.add_argument("--held-out", type=int, default=8, help="held-out prompts")
     p.add_argument("--seconds", type=float, default=4.0, help="held-out motion length")
@@ -116,18 +129,22 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / ".cache" / "bench_ttt"))
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
-    if "draft-50" not in args.rows:
+    if not isinstance(args.lr_row, dict) or set(args.lr_row) - set(args.rows):
+        sys.exit(f"--lr-row takes a JSON object of rows in --rows ({' '.join(args.rows)}) to learning rates")
+    if not args.runs_only and "draft-50" not in args.rows:
         sys.exit("the target is defined by DRaFT-50: keep draft-50 in --rows")
     import torch
 
     load = os.getloadavg()
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "load_avg_before": [round(x, 2) for x in load],
             "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} .venv/bin/python "
-                       + " ".join(["bench/bench_time_to_target.py", *sys.argv[1:]])}
+                       + shlex.join(["bench/bench_time_to_target.py", *sys.argv[1:]])}
     val_file = held_out_file(args.data, args.held_out, Path(args.work) / "held_out.txt")
     t0 = time.perf_counter()
     order = ["draft-50"] + [r for r in args.rows if r != "draft-50"]
-    runs = [one_run(row, seed, args, val_file) for seed in args.seeds for row in order]
+    runs = [one_run(row, seed, args, val_file) for seed in args.seeds for row in order if row in args.rows]
+    if args.runs_only:
+        return
     info["wall_s"] = round(time.perf_counter() - t0, 1)
     info["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     res = analyse(runs, args.budget)
@@ -138,7 +155,8 @@ def main() -> None:
     md = table(runs, res)
     (out / "time_to_target.md").write_text(
         f"Command: `{info['command']}` (torch {info['torch']}, {info['threads']} thread(s), load avg before "
-        f"{info['load_avg_before'][0]}; {args.steps} steps, batch {args.batch}, lr {args.lr}, base penalty "
+        f"{info['load_avg_before'][0]}; {args.steps} steps, batch {args.batch}, lr {args.lr}"
+        f"{''.join(f', {r} lr {v:g}' for r, v in args.lr_row.items())}, base penalty "
         f"{args.base_penalty}, budget {args.budget:.0f} s of training per run, seeds {args.seeds})\n\n{md}\n",
         encoding="utf-8")
     plot(runs, res, out / "time_to_target.png")
