@@ -25,8 +25,9 @@ cores can run one row each into the same --work, and a third call with every row
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows draft-50 --runs-only ... &
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows easytune --runs-only ...
     .venv/bin/python bench/bench_time_to_target.py --rows easytune draft-50 ...      # reuses both, writes the results
- Writes bench/results/time_to_target.json, .md and
-time_to_target.png (held-out reward against training time, per method).
+
+Writes bench/results/time_to_target.json, .md and time_to_target.png (held-out reward against training time,
+per method).
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ def main() -> None:
                        + shlex.join(["bench/bench_time_to_target.py", *sys.argv[1:]])}
     val_file = held_out_file(args.data, args.held_out, Path(args.work) / "held_out.txt")
     t0 = time.perf_counter()
-    order = ["draft-50"] + [r for r in args.rows if r != "draft-50"]
-    runs = [one_run(row, seed, args, val_file) for seed in args.seeds for row in order if row in args.rows]
+    order = sorted(args.rows, key=lambda r: r != "draft-50")  # DRaFT-50 first: it defines the target
+    runs = [one_run(row, seed, args, val_file) for seed in args.seeds for row in order]
     if args.runs_only:
         return
     info["wall_s"] = round(time.perf_counter() - t0, 1)
