@@ -26,8 +26,8 @@ cores can run one row each into the same --work, and a third call with every row
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows easytune --runs-only ...
     .venv/bin/python bench/bench_time_to_target.py --rows easytune draft-50 ...      # reuses both, writes the results
 
-Writes bench/results/time_to_target.json, .md and time_to_target.png (held-out reward against training time,
-per method).
+Writes bench/results/time_to_target_<steps>steps.json, .md and .png (held-out reward against training time,
+per method), one set per number of sampling steps.
 """
 
 from __future__ import annotations
@@ -151,16 +151,17 @@ def main() -> None:
     res = analyse(runs, args.budget)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "time_to_target.json").write_text(json.dumps({"info": info, "result": res, "runs": runs}, indent=2) + "\n",
-                                             encoding="utf-8")
+    stem = f"time_to_target_{args.steps}steps"
+    (out / f"{stem}.json").write_text(json.dumps({"info": info, "result": res, "runs": runs}, indent=2) + "\n",
+                                      encoding="utf-8")
     md = table(runs, res)
-    (out / "time_to_target.md").write_text(
+    (out / f"{stem}.md").write_text(
         f"Command: `{info['command']}` (torch {info['torch']}, {info['threads']} thread(s), load avg before "
         f"{info['load_avg_before'][0]}; {args.steps} steps, batch {args.batch}, lr {args.lr}"
         f"{''.join(f', {r} lr {v:g}' for r, v in args.lr_row.items())}, base penalty "
         f"{args.base_penalty}, budget {args.budget:.0f} s of training per run, seeds {args.seeds})\n\n{md}\n",
         encoding="utf-8")
-    plot(runs, res, out / "time_to_target.png")
+    plot(runs, res, out / f"{stem}.png")
     print(md)
 
 

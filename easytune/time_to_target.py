@@ -57,6 +57,8 @@ def analyse(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
             out["speedup_vs_draft50_at_least"] = budget / e["mean_s"]
         speed = out.get("speedup_vs_draft50", out.get("speedup_vs_draft50_at_least"))
         out["met_10x"] = bool(speed >= 10)
+    elif e:  # EasyTune missed the target on some seed: no speed-up to state, and the goal is not met
+        out["met_10x"] = False
     return out
 
 
@@ -84,6 +86,10 @@ def table(runs: list[dict[str, Any]], res: dict[str, Any]) -> str:
         lines += ["", f"DRaFT-50 missed the target within the budget on some seed; EasyTune is at least "
                       f"{res['speedup_vs_draft50_at_least']:.1f}x sooner (goal >= 10x: "
                       f"{'met' if res['met_10x'] else 'not met'}; the paper: 7.3x)."]
+    elif "easytune" in res["rows"] and res["rows"]["easytune"]["mean_s"] is None:
+        e = res["rows"]["easytune"]
+        lines += ["", f"EasyTune missed the target within the budget on {e['of'] - e['reached']} of {e['of']} seed(s), "
+                      f"so no speed-up is stated (goal >= 10x: not met; the paper: 7.3x)."]
     return "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ def test_a_miss_gives_a_lower_bound_and_no_gain_no_target():
     runs[2]["points"][-1] = (50, 0.79)
     res = T.analyse(runs, budget=100)
     assert res["rows"]["easytune"]["times"] == [None] and "speedup_vs_draft50" not in res
+    assert res["met_10x"] is False and "missed the target within the budget on 1 of 1 seed(s)" in T.table(runs, res)
     flat = [_run("draft-50", 0, [(0, 0.8), (100, 0.79)]), _run("easytune", 0, [(0, 0.8), (10, 0.9)])]
     res = T.analyse(flat, budget=100)
     assert res["target"] is None and "did not raise" in T.table(flat, res)
