@@ -16,8 +16,9 @@ plus 50% of the gain DRaFT-50 reaches over its base by the end of its budget (me
 seed reads the same prompts file, so the bases agree. A run's time to target is the training time of its
 first held-out check at or above its target (no interpolation); a run that never reaches it is "> budget".
 
-Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused when their config matches,
-so the benchmark can be re-run or extended cheaply; a run that was stopped resumes from its last save (every
+Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused when their config matches
+(a run made with other flags is refused, never overwritten, unless --redo), so the benchmark can be re-run or
+extended cheaply; a run that was stopped resumes from its last save (every
 5 trajectories). --lr-row gives a row its own learning rate (a method that makes many optimizer steps per
 trajectory, as EasyTune at 50 steps, needs a smaller one). --runs-only runs the rows and skips the analysis, so two
 cores can run one row each into the same --work, and a third call with every row reads them all:
@@ -81,6 +82,16 @@ def run_args(row: str, seed: int, args: argparse.Namespace, val_file: Path, out:
     return flags
 
 
+def flag_dict(flags: list[str]) -> dict[str, str | None]:
+    """{"--flag": value or None} from a command line."""
+    out: dict[str, str | None] = {}
+    for i, a in enumerate(flags):
+        if a.startswith("--"):
+            nxt = flags[i + 1] if i + 1 < len(flags) else None
+            out[a] = None if nxt is None or nxt.startswith("--") else nxt
+    return out
+
+
 def one_run(row: str, seed: int, args: argparse.Namespace, val_file: Path) -> dict[str, Any]:
     out = Path(args.work) / f"{row}_s{seed}"
     flags = run_args(row, seed, args, val_file, out)
@@ -90,7 +101,12 @@ def one_run(row: str, seed: int, args: argparse.Namespace, val_file: Path) -> di
     if done.is_file() and same:
         print(f"{row} seed {seed}: reusing {out}", flush=True)
     else:
-        if out.exists() and not same:  # another config: start over; the same one resumes from its last save
+        if stamp.is_file() and not same:  # another config: start over only when asked; the same one resumes
+            if not args.redo:
+                old, new = flag_dict(json.loads(stamp.read_text())), flag_dict(flags)
+                diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+                sys.exit(f"{out} was run with other settings ({', '.join(diff)} differ); pass the same flags to "
+                         f"reuse it, another --work, or --redo to delete it and start over")
             import shutil
 
             shutil.rmtree(out)
@@ -118,6 +134,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate, the same for every method")
     p.add_argument("--lr-row", type=json.loads, default={}, help='JSON {"row": learning rate} overriding --lr')
     p.add_argument("--runs-only", action="store_true", help="run the rows' fine-tunes and stop (no target, no files)")
+    p.add_argument("--redo", action="store_true", help="delete and re-run a run made with other settings")
     p.add_argument("--base-penalty", type=float, default=1.0, help="the guard, the same for every method")
     p.add_argument("--held-out", type=int, default=8, help="held-out prompts")
     p.add_argument("--seconds", type=float, default=4.0, help="held-out motion length")
