@@ -3,8 +3,9 @@ and `python -m easytune results` both use it).
 
 A run is {"row": method, "seed": int, "points": [(training seconds, held-out reward), ...], "trajectories": n}
 with points from the harness's held-out checks: the same val prompts and noise at every check, so a run's
-step 0 is the base on that run's prompts. The held-out prompts are drawn by the run's seed, so runs of one
-seed (every method) share their base and runs of different seeds do not. The target is defined once, per
+step 0 is the base on that run's prompts. In `results` the held-out prompts are drawn by the run's seed, so runs
+of one seed (every method) share their base and runs of different seeds do not; the bench gives every seed one
+prompt file, so all its runs share one base. The target is defined once, per
 seed: that seed's base plus 50% of the gain DRaFT-50 reaches by the end of its budget (each DRaFT-50 run's
 final reward minus its own base, mean over its seeds). A run's time to target is the training time of its
 first check at or above its own base plus that half-gain (no interpolation); a run that never reaches it is
@@ -67,9 +68,15 @@ def table(runs: list[dict[str, Any]], res: dict[str, Any]) -> str:
         return res["note"]
     seeds = sorted(res["bases"])
     per_seed = lambda d: " / ".join(f"{d[s]:.4f}" for s in seeds)  # noqa: E731
-    lines = [f"Held-out reward of the base per seed {', '.join(map(str, seeds))} (each seed draws its own held-out "
-             f"prompts): {per_seed(res['bases'])}; DRaFT-50's mean gain by the end of its budget "
-             f"{res['draft50_gain']:+.4f}; target per seed (its base + 50% of that gain): {per_seed(res['targets'])}.",
+    if len({round(b, 6) for b in res["bases"].values()}) == 1:  # one held-out prompt file for every seed
+        first = f"Held-out reward of the base (the same held-out prompts and noise for seeds {', '.join(map(str, seeds))}): " \
+                f"{res['bases'][seeds[0]]:.4f}; DRaFT-50's mean gain by the end of its budget " \
+                f"{res['draft50_gain']:+.4f}; target (the base + 50% of that gain): {res['targets'][seeds[0]]:.4f}."
+    else:
+        first = f"Held-out reward of the base per seed {', '.join(map(str, seeds))} (each seed draws its own held-out " \
+                f"prompts): {per_seed(res['bases'])}; DRaFT-50's mean gain by the end of its budget " \
+                f"{res['draft50_gain']:+.4f}; target per seed (its base + 50% of that gain): {per_seed(res['targets'])}."
+    lines = [first,
              "", "| method | time to target per seed (s) | mean (s) | held-out reward at the end (mean) | "
              "gain over the base at the end (mean) | trajectories |", "|---|---|---|---|---|---|"]
     for row, r in res["rows"].items():

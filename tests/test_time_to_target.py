@@ -24,6 +24,7 @@ def test_target_times_and_speedup():
     assert res["speedup_vs_draft50"] == pytest.approx(12.5) and res["met_10x"]
     text = T.table(runs, res)
     assert "12.5x sooner" in text and "goal >= 10x: met" in text
+    assert "the same held-out prompts and noise for seeds 0, 1" in text and "target (the base + 50% of that gain): 0.8500" in text
 
 
 def test_a_miss_gives_a_lower_bound_and_no_gain_no_target():
