@@ -51,7 +51,7 @@ from easytune.finetune.harness import VARIANTS as ROWS  # noqa: E402  (row name 
 from easytune.time_to_target import analyse, plot, table  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-DEFAULT_EVERY = {"easytune": 2, "refl": 20, "draft-1": 10, "draft-10": 4, "draft-50": 2, "draft-lv": 8,
+DEFAULT_EVERY = {"easytune": 2, "easytune-k3": 6, "refl": 20, "draft-1": 10, "draft-10": 4, "draft-50": 2, "draft-lv": 8,
                  "alignprop": 2, "drtune": 6}
 
 

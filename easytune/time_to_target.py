@@ -48,6 +48,9 @@ def analyse(runs: list[dict[str, Any]], budget: float) -> dict[str, Any]:
                      "mean_s": float(np.mean(reached)) if len(reached) == len(times) else None,
                      "final_reward": float(np.mean([r["points"][-1][1] for r in mine])),
                      "final_gain": float(np.mean([r["points"][-1][1] - start(r) for r in mine]))}
+    d_mean = rows.get("draft-50", {}).get("mean_s")
+    for r in rows.values():  # DRaFT-50's mean time over the row's: > 1 is faster; None where either missed a seed
+        r["speedup_vs_draft50"] = d_mean / r["mean_s"] if d_mean and r["mean_s"] else None
     out = {"bases": bases, "draft50_gain": gain, "target_gain": 0.5 * gain, "targets": targets,
            "target": float(np.mean(list(targets.values()))), "budget_s": budget, "rows": rows}
     e, d = rows.get("easytune"), rows.get("draft-50")
@@ -78,12 +81,14 @@ def table(runs: list[dict[str, Any]], res: dict[str, Any]) -> str:
                 f"{res['draft50_gain']:+.4f}; target per seed (its base + 50% of that gain): {per_seed(res['targets'])}."
     lines = [first,
              "", "| method | time to target per seed (s) | mean (s) | held-out reward at the end (mean) | "
-             "gain over the base at the end (mean) | trajectories |", "|---|---|---|---|---|---|"]
+             "gain over the base at the end (mean) | trajectories | speed-up over DRaFT-50 |", "|---|---|---|---|---|---|---|"]
     for row, r in res["rows"].items():
         times = " / ".join("> budget" if t is None else f"{t:.0f}" for t in r["times"])
         traj = " / ".join(str(x["trajectories"]) for x in runs if x["row"] == row)
         mean = f"{r['mean_s']:.0f}" if r["mean_s"] else f"> budget on {r['of'] - r['reached']} seed(s)"
-        lines.append(f"| {row} | {times} | {mean} | {r['final_reward']:.4f} | {r['final_gain']:+.4f} | {traj} |")
+        x = r.get("speedup_vs_draft50")
+        lines.append(f"| {row} | {times} | {mean} | {r['final_reward']:.4f} | {r['final_gain']:+.4f} | {traj} | "
+                     f"{'n/a' if x is None else f'{x:.2f}x'} |")
     if "speedup_vs_draft50" in res:
         x = res["speedup_vs_draft50"]
         said = (f"EasyTune reaches the target {x:.1f}x sooner than DRaFT-50" if x >= 1 else

@@ -22,6 +22,8 @@ def test_target_times_and_speedup():
     assert res["rows"]["draft-50"]["times"] == [300, 200] and res["rows"]["draft-50"]["mean_s"] == 250
     assert res["rows"]["easytune"]["times"] == [10, 30] and res["rows"]["easytune"]["mean_s"] == 20
     assert res["speedup_vs_draft50"] == pytest.approx(12.5) and res["met_10x"]
+    assert res["rows"]["easytune"]["speedup_vs_draft50"] == pytest.approx(12.5)
+    assert res["rows"]["draft-50"]["speedup_vs_draft50"] == pytest.approx(1.0)
     text = T.table(runs, res)
     assert "12.5x sooner" in text and "goal >= 10x: met" in text
     assert "the same held-out prompts and noise for seeds 0, 1" in text and "target (the base + 50% of that gain): 0.8500" in text
@@ -44,6 +46,7 @@ def test_a_miss_gives_a_lower_bound_and_no_gain_no_target():
     res = T.analyse(runs, budget=100)
     assert res["rows"]["easytune"]["times"] == [None] and "speedup_vs_draft50" not in res
     assert res["met_10x"] is False and "missed the target within the budget on 1 of 1 seed(s)" in T.table(runs, res)
+    assert res["rows"]["easytune"]["speedup_vs_draft50"] is None and "| n/a |" in T.table(runs, res)
     flat = [_run("draft-50", 0, [(0, 0.8), (100, 0.79)]), _run("easytune", 0, [(0, 0.8), (10, 0.9)])]
     res = T.analyse(flat, budget=100)
     assert res["target"] is None and "did not raise" in T.table(flat, res)
