@@ -164,6 +164,20 @@ def test_diversity_guard_pairs_prompts_and_pushes_collapsed_pairs_apart(ckpts, t
     assert float(after["diversity_ratio"]) > float(terms["diversity_ratio"])  # the step spread the pairs
 
 
+def test_diversity_margin_asks_pairs_to_spread_beyond_the_base(ckpts, tmp_path, text_encoder):
+    with pytest.raises(UserError, match=r"diversity_margin must be in \[0.0, 1.0\]"):
+        _cfg(ckpts, tmp_path, diversity_weight=1.0, diversity_margin=1.5).validate()
+    cfg = _cfg(ckpts, tmp_path, steps=2, k=1, batch_size=4, diversity_weight=1.0, diversity_margin=0.2,
+               reward_weight=0.0, val_prompts=0)
+    run = H.setup(cfg, text_encoder)
+    prep = run.prepare_batch(0)
+    sampler = prep.sampler(run.model, run.bundle.diffusion)
+    terms = run.objective(sampler.step(prep.x_T, 0), sampler, prep)
+    # the tuned copy equals the base (ratio 1), so the guard reads the margin: it binds before any collapse
+    assert float(terms["diversity_ratio"]) == pytest.approx(1.0, abs=1e-4)
+    assert float(terms["diversity_guard"]) == pytest.approx(0.2, abs=1e-4)
+
+
 def _watch(model, log):
     first = next(p for p in model.parameters() if p.requires_grad)
     model.register_forward_pre_hook(lambda m, a: log.append(first.detach().clone()))

@@ -88,6 +88,7 @@ class FinetuneConfig:
     jerk_weight: float = field(default=0.0, metadata={"help": "weight of the jerk penalty (m/s^3; the base has ~165)"})
     floor_weight: float = field(default=0.0, metadata={"help": "weight of the floor-penetration penalty (m)"})
     diversity_weight: float = field(default=0.0, metadata={"help": "weight of the diversity guard: each batch holds batch_size/2 prompts twice with different noise, and the guard penalises the tuned pair's x0 distance falling below the frozen base's at the same x_t"})
+    diversity_margin: float = field(default=0.0, metadata={"help": "the diversity guard penalises d_tuned / d_base below 1 + margin: a margin > 0 asks the tuned pairs to spread more than the base's"})
     # --- baselines' own settings (refl.py, draft.py, alignprop.py, drtune.py) ---
     stop_last: int = field(default=10, metadata={"help": "ReFL and DRTune: M, stop at a step drawn from the last M sampling steps and score its x0 (ReFL: the last 10 of 40)"})
     draft_k: int = field(default=1, metadata={"help": "DRaFT-K: K, backpropagate through the last K sampling steps (clipped to steps; K = steps is full backprop)"})
@@ -126,7 +127,7 @@ class FinetuneConfig:
                 raise UserError(f"{name} must be an integer from {lo} to {hi}, got {v!r}")
         for name, lo, hi in [("lr", 0.0, 1.0), ("reward_weight", 0.0, 1e3), ("base_penalty", 0.0, 1e6),
                              ("skate_weight", 0.0, 1e6), ("jerk_weight", 0.0, 1e6), ("floor_weight", 0.0, 1e6),
-                             ("diversity_weight", 0.0, 1e6),
+                             ("diversity_weight", 0.0, 1e6), ("diversity_margin", 0.0, 1.0),
                              ("min_lr_ratio", 0.0, 1.0), ("weight_decay", 0.0, 1.0), ("grad_clip", 0.0, 1e6),
                              ("seconds", 1.0, 9.8), ("max_seconds", 1.0, 9.8), ("time_budget", 0.0, 1e7),
                              ("val_every_s", 0.0, 1e7)]:
@@ -320,7 +321,7 @@ class FinetuneRun:
             terms["base_penalty"] = penalty.detach()
         if self.cfg.diversity_weight:
             ratio = pair_distance(s.out.pred_x0, prep.mask) / pair_distance(ref, prep.mask).clamp_min(1e-6)
-            guard = torch.relu(1.0 - ratio).mean()  # only shrinking diversity is penalised
+            guard = torch.relu(1.0 + self.cfg.diversity_margin - ratio).mean()  # only a ratio under 1 + margin
             loss = loss + self.cfg.diversity_weight * guard
             terms["diversity_ratio"] = ratio.mean().detach()
             terms["diversity_guard"] = guard.detach()
