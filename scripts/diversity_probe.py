@@ -45,10 +45,14 @@ def main() -> None:
     args = p.parse_args()
     torch.manual_seed(0)
     base, tuned = load_base(args.base), load_base(args.tuned)
-    val = prompts_from_split(args.data, args.split)
-    pick = np.random.default_rng(args.seed).choice(len(val.captions), args.prompts, replace=False)
+    split = prompts_from_split(args.data, args.split)
+    pick = np.random.default_rng(args.seed).choice(len(split.captions), args.prompts, replace=False)
     pick = np.repeat(pick, 2)  # one prompt, two noises
-    prep = prepare(base, [val.captions[i] for i in pick], frames=[val.frames[i] for i in pick], seed=args.seed)
+    prep = prepare(base, [split.captions[i] for i in pick], frames=[split.frames[i] for i in pick], seed=args.seed)
+
+    def d(x):  # mean pair distance over the batch
+        return float(pair_distance(x, prep.mask).mean())
+
     rows = []
     with torch.no_grad():
         sb, st = prep.sampler(base.denoiser, base.diffusion), prep.sampler(tuned.denoiser, tuned.diffusion)
@@ -56,7 +60,6 @@ def main() -> None:
         for i in range(len(sb)):
             ob, ot = sb.step(xb, i), st.step(xt, i)
             ref = sb.step(xt, i).out.pred_x0  # the base at the tuned chain's x_t: what the guard compares with
-            d = lambda x: float(pair_distance(x, prep.mask).mean())  # noqa: E731
             rows.append((i, d(xb), d(xt), d(ob.out.pred_x0), d(ot.out.pred_x0),
                          float((pair_distance(ot.out.pred_x0, prep.mask)
                                 / pair_distance(ref, prep.mask).clamp_min(1e-6)).mean())))
