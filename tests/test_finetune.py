@@ -222,8 +222,10 @@ def test_lora_keeps_base_weights_and_round_trips_exactly(ckpts, tmp_path, text_e
         unmerged = run.model(x, t, tok, tmask)
         plain = merged(run.model).eval()(x, t, tok, tmask)
         base_out = run.bundle.denoiser(x, t, tok, tmask)
-    torch.testing.assert_close(plain, unmerged, atol=1e-5, rtol=1e-5)
-    assert not torch.allclose(plain, base_out, atol=1e-4)
+    # merging rounds W + BA once, so the two differ by float32 rounding (thread count changes its order): bound it
+    # absolutely and against the adapter's own effect on the output
+    merge_err, effect = (plain - unmerged).abs().max().item(), (plain - base_out).abs().max().item()
+    assert merge_err < 1e-4 and merge_err < 1e-3 * effect, (merge_err, effect)
     # save as a registry checkpoint and load it back through its parent: identical outputs
     kind, state, config = run.checkpoint_state()
     assert kind == "lora" and all(k.startswith("denoiser.") and "lora_" in k for k in state)
