@@ -75,7 +75,7 @@ def test_compare_and_reward_in_chromium(url, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1500})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(url, wait_until="load")  # never "networkidle": the Fine-tune tab's timer polls every 2 s
+        page.goto(url, wait_until="load", timeout=180_000)  # never "networkidle": the Fine-tune tab's timer polls every 2 s
         page.get_by_label("Prompt").wait_for(timeout=180_000)  # the first load is slow on a busy 2-core machine
         box = page.get_by_label("Prompt")
         box.fill("a person walks forward and waves")
