@@ -120,8 +120,8 @@ class MotionDenoiser(nn.Module):
         # (B, T', F) -> (B, n, k*F) tokens; a token is valid when its first frame is (lengths are prefixes)
         motion = self.motion_in(x.reshape(B, n, k * F))
         mmask = fmask.reshape(B, n, k)[..., 0]
-        pos = timestep_embedding(torch.arange(n, device=x.device), d)
-        temb = self.time_mlp(timestep_embedding(t, d))  # (B, d)
+        pos = timestep_embedding(torch.arange(n, device=x.device), d).to(motion.dtype)
+        temb = self.time_mlp(timestep_embedding(t, d).to(motion.dtype))  # (B, d)
         motion = motion + pos[None] + temb[:, None] + self.type_emb[2]
 
         text = self.text_in(text_tokens.to(motion.dtype)) + self.type_emb[1]

@@ -3,6 +3,7 @@ update, step vs chain, LoRA, a real gain over the lr=0 control, resume and NaN h
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 
@@ -222,10 +223,13 @@ def test_lora_keeps_base_weights_and_round_trips_exactly(ckpts, tmp_path, text_e
         unmerged = run.model(x, t, tok, tmask)
         plain = merged(run.model).eval()(x, t, tok, tmask)
         base_out = run.bundle.denoiser(x, t, tok, tmask)
-    # merging rounds W + BA once, so the two differ by float32 rounding (thread count changes its order): bound it
-    # absolutely and against the adapter's own effect on the output
-    merge_err, effect = (plain - unmerged).abs().max().item(), (plain - base_out).abs().max().item()
-    assert merge_err < 1e-4 and merge_err < 1e-3 * effect, (merge_err, effect)
+    # in float32 the merge's rounding of W + BA reaches 3e-5 with some thread layouts; float64 shows the identity
+    m64 = copy.deepcopy(run.model).double()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(m64).eval()(x.double(), t, tok.double(), tmask),
+                                   m64(x.double(), t, tok.double(), tmask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain, unmerged, atol=1e-4, rtol=1e-4)  # float32, as the app runs it
+    assert not torch.allclose(plain, base_out, atol=1e-4)
     # save as a registry checkpoint and load it back through its parent: identical outputs
     kind, state, config = run.checkpoint_state()
     assert kind == "lora" and all(k.startswith("denoiser.") and "lora_" in k for k in state)
