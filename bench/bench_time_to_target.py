@@ -20,7 +20,8 @@ Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused w
 (a run made with other flags is refused, never overwritten, unless --redo), so the benchmark can be re-run or
 extended cheaply; a run that was stopped resumes from its last save (every
 5 trajectories). --lr-row gives a row its own learning rate (a method that makes many optimizer steps per
-trajectory, as EasyTune at 50 steps, needs a smaller one). --runs-only runs the rows and skips the analysis, so two
+trajectory, as EasyTune at 50 steps, needs a smaller one); a row written ROW@LR (easytune@5e-6) is that row
+at that rate, in its own folder <row>@<lr>_s<seed> and its own table line: a learning-rate grid point. --runs-only runs the rows and skips the analysis, so two
 cores can run one row each into the same --work, and a third call with every row reads them all:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows draft-50 --runs-only ... &
@@ -65,13 +66,38 @@ def held_out_file(data: str, n: int, out: Path) -> Path:
     return out
 
 
+def row_spec(row: str) -> tuple[str, float | None]:
+    """"easytune" -> ("easytune", None); "easytune@5e-6" -> ("easytune", 5e-06): a row at its own learning rate
+    (a learning-rate grid point, kept in its own run folder beside the row's)."""
+    name, _, lr = row.partition("@")
+    if name not in ROWS:
+        raise argparse.ArgumentTypeError(f"unknown row {name!r}; rows: {', '.join(ROWS)} (optionally ROW@LR)")
+    if not lr:
+        return name, None
+    try:
+        rate = float(lr)
+    except ValueError:
+        rate = float("nan")
+    if not 0 < rate < 1:
+        raise argparse.ArgumentTypeError(f"{row!r}: the learning rate after @ must be a number in (0, 1)")
+    return name, rate
+
+
+def parse_row(row: str) -> str:
+    """--rows' type: the row, its rate written one way ("easytune@5e-6" -> "easytune@5e-06"), so one folder."""
+    name, rate = row_spec(row)
+    return name if rate is None else f"{name}@{rate:g}"
+
+
 def run_args(row: str, seed: int, args: argparse.Namespace, val_file: Path, out: Path) -> list[str]:
-    method, settings = ROWS[row]
+    name, rate = row_spec(row)
+    method, settings = ROWS[name]
     flags = ["--method", method, "--base", args.base, "--reward", args.reward, "--data", args.data,
              "--max-seconds", str(args.max_seconds), "--val-file", str(val_file), "--seconds", str(args.seconds),
-             "--val-prompts", str(args.held_out), "--val-every", str(args.every.get(row, DEFAULT_EVERY[row])),
+             "--val-prompts", str(args.held_out), "--val-every", str(args.every.get(name, DEFAULT_EVERY[name])),
              "--save-every", "5", "--trajectories", "1000000", "--time-budget", str(args.budget),
-             "--batch-size", str(args.batch), "--steps", str(args.steps), "--lr", str(args.lr_row.get(row, args.lr)),
+             "--batch-size", str(args.batch), "--steps", str(args.steps),
+             "--lr", str(rate or args.lr_row.get(name, args.lr)),
              "--warmup", "1",
              "--min-lr-ratio", "1.0", "--base-penalty", str(args.base_penalty), "--seed", str(seed),
              "--device", args.device, "--out", str(out), "--no-progress"]
@@ -126,7 +152,8 @@ def one_run(row: str, seed: int, args: argparse.Namespace, val_file: Path) -> di
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", nargs="+", default=["easytune", "draft-50"], choices=list(ROWS))
+    p.add_argument("--rows", nargs="+", default=["easytune", "draft-50"], type=parse_row, metavar="ROW[@LR]",
+                   help=f"rows: {', '.join(ROWS)}; ROW@LR runs the row at that learning rate (a grid point)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget", type=float, default=240.0, help="training seconds per run (the same for all)")
     p.add_argument("--steps", type=int, default=50, help="DDIM sampling steps (DRaFT-50 is full backprop at 50)")
@@ -147,7 +174,7 @@ def main() -> None:
     p.add_argument("--work", default=str(ROOT / ".cache" / "bench_ttt"))
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
-    if not isinstance(args.lr_row, dict) or set(args.lr_row) - set(args.rows):
+    if not isinstance(args.lr_row, dict) or set(args.lr_row) - {row_spec(r)[0] for r in args.rows}:
         sys.exit(f"--lr-row takes a JSON object of rows in --rows ({' '.join(args.rows)}) to learning rates")
     if not args.runs_only and "draft-50" not in args.rows:
         sys.exit("the target is defined by DRaFT-50: keep draft-50 in --rows")

@@ -43,3 +43,15 @@ def test_same_flags_reuse_other_flags_are_refused_and_kept(tmp_path):
 
 def test_flag_dict_reads_lone_flags():
     assert bench.flag_dict(["--a", "1", "--no-progress", "--k", "3"]) == {"--a": "1", "--no-progress": None, "--k": "3"}
+
+
+def test_a_grid_row_runs_its_row_at_its_own_rate_in_its_own_folder(tmp_path):
+    args = _args(tmp_path, every={"easytune": 3}, lr_row={"easytune": 2e-5})
+    assert bench.parse_row("easytune@5e-6") == "easytune@5e-06" and bench.parse_row("refl") == "refl"
+    grid = bench.flag_dict(bench.run_args("easytune@5e-06", 0, args, tmp_path / "h.txt", tmp_path / "g"))
+    row = bench.flag_dict(bench.run_args("easytune", 0, args, tmp_path / "h.txt", tmp_path / "r"))
+    assert grid["--lr"] == "5e-06" and row["--lr"] == "2e-05"  # the @ rate wins over --lr-row
+    assert grid["--val-every"] == row["--val-every"] == "3" and grid["--k"] == row["--k"] == "0"
+    for bad in ("easytune@fast", "easytune@0", "easytune@2", "nope@1e-5", "nope"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_row(bad)
