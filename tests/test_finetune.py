@@ -179,6 +179,40 @@ def test_diversity_margin_asks_pairs_to_spread_beyond_the_base(ckpts, tmp_path, 
     assert float(terms["diversity_guard"]) == pytest.approx(0.2, abs=1e-4)
 
 
+def test_anchor_steps_take_guard_only_updates_outside_the_optimized_set(ckpts, tmp_path, text_encoder):
+    for bad in (dict(k=0, anchor_steps=1, base_penalty=1.0), dict(k=1, anchor_steps=1),
+                dict(k=1, anchor_steps=1, base_penalty=1.0, method="refl")):
+        with pytest.raises(UserError, match="anchor_steps"):
+            _cfg(ckpts, tmp_path, **bad).validate()
+    cfg = _cfg(ckpts, tmp_path, steps=4, k=1, anchor_steps=2, base_penalty=1.0, optimizer="sgd", lr=0.5,
+               grad_clip=0.0, warmup=0, min_lr_ratio=1.0, val_prompts=0)
+    run = H.setup(cfg, text_encoder)
+    assert run.optimized_steps(4, 0) == {3}
+    picks = [run.anchor_steps(4, i, {3}) for i in range(6)]
+    assert all(len(a) == 2 and a <= {0, 1, 2} for a in picks) and len({frozenset(a) for a in picks}) > 1
+    prep = run.prepare_batch(0)
+    sampler = prep.sampler(run.model, run.bundle.diffusion)
+    with torch.no_grad():  # move the tuned model away from the base
+        run.model.motion_out.weight.mul_(0.5)
+        run.model.motion_out.bias.mul_(0.5)
+
+    def anchor():
+        return run.objective(sampler.step(prep.x_T, 0), sampler, prep, guards_only=True)
+
+    terms = anchor()
+    assert "reward" not in terms and "foot_skating" not in terms  # no reward: the guards only
+    torch.testing.assert_close(terms["loss"], terms["base_penalty"])  # weight 1, and nothing else
+    terms["loss"].backward()
+    run.clip_and_step()
+    assert float(anchor()["base_penalty"]) < float(terms["base_penalty"])  # the update pulled it to the base
+    updates = []
+    step = run.optimizer.step
+    run.optimizer.step = lambda *a, **k: (updates.append(1), step(*a, **k))[1]
+    m = trajectory(run, 1)
+    assert len(updates) == 3 and m["optimized_steps"] == 1  # one reward update, two anchor updates
+    assert "anchor_base_penalty" in m and "anchor_reward" not in m and "reward" in m
+
+
 def _watch(model, log):
     first = next(p for p in model.parameters() if p.requires_grad)
     model.register_forward_pre_hook(lambda m, a: log.append(first.detach().clone()))
@@ -322,8 +356,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(ckpts, tmp_path, text
     real = H.FinetuneRun.objective
     calls = []
 
-    def poisoned(self, s, sampler, prep):
-        terms = real(self, s, sampler, prep)
+    def poisoned(self, s, sampler, prep, **kw):
+        terms = real(self, s, sampler, prep, **kw)
         calls.append(1)
         if len(calls) > 3 * 3:  # trajectory 4 (3 optimized steps per trajectory)
             terms["loss"] = terms["loss"] * float("nan")

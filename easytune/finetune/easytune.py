@@ -16,6 +16,11 @@ the whole chain. Two variants:
   trajectory ends. The trajectory is then exactly a sample of one fixed model (on-policy per trajectory),
   at the cost of a second copy of the weights.
 
+Our addition (off by default): with K < all, `anchor_steps` of the steps outside the optimized set (drawn per
+trajectory) take a guard-only update, the base penalty and diversity guard with no reward. The weights are shared
+across timesteps, so tuning the last steps also moves the early ones, which no gradient watches and which decide
+a sample's variety; an anchor step holds them near the base.
+
 Where we differ from the official release: it cannot run EasyTune as shipped (a typo in the method's
 dispatch string disables it, `.item()` on the batch reward cuts the graph, and its reward model ignores
 the timestep it is given); this is the method as the paper describes it. The reward reads the step's
@@ -39,18 +44,20 @@ def trajectory(run: Any, index: int) -> dict[str, float]:
     sampling_model = run.sampling_copy if cfg.variant == "chain" else run.model
     sampler = prep.sampler(sampling_model, run.bundle.diffusion)
     optimized = run.optimized_steps(len(sampler), index)
+    anchors = run.anchor_steps(len(sampler), index, optimized) if cfg.anchor_steps else set()
     x = prep.x_T
     sums: dict[str, float] = {}
+    anchor_sums: dict[str, float] = {}
     for i in range(len(sampler)):
-        if i not in optimized:
+        if i not in optimized and i not in anchors:
             with torch.no_grad():
                 s = sampler.step(x, i)
             x = s.out.prev_sample
             continue
-        # --- one gradient-enabled denoiser call on a detached x_t ---
+        # --- one gradient-enabled denoiser call on a detached x_t (an anchor step: the guards only) ---
         with torch.enable_grad():
             s = sampler.step(x.detach(), i)
-            terms = run.objective(s, sampler, prep)
+            terms = run.objective(s, sampler, prep, guards_only=i in anchors)
         loss = terms["loss"]
         if not torch.isfinite(loss):
             raise NonFiniteError(f"the EasyTune loss became {loss.item()} at trajectory {index + 1}, step {i}; "
@@ -59,13 +66,15 @@ def trajectory(run: Any, index: int) -> dict[str, float]:
         if cfg.variant == "chain":
             run.move_grads_to_model()
         terms["grad_norm"] = run.clip_and_step()
+        into = anchor_sums if i in anchors else sums
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
+            into[k] = into.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v)
         x = s.out.prev_sample.detach()
     if cfg.variant == "chain":
         run.sync_sampling_copy()
     n = max(1, len(optimized))
     metrics = {k: v / n for k, v in sums.items()}
+    metrics.update({f"anchor_{k}": v / max(1, len(anchors)) for k, v in anchor_sums.items()})
     metrics["final_reward"] = run.final_reward(sampler.finish(x), prep)
     metrics["optimized_steps"] = float(len(optimized))
     return metrics

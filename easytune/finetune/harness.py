@@ -79,6 +79,7 @@ class FinetuneConfig:
     guidance: float = field(default=-1.0, metadata={"help": "classifier-free guidance (-1 = the base checkpoint's)"})
     k: int = field(default=0, metadata={"help": "optimized steps per trajectory (0 = all)"})
     k_mode: Literal["last", "random"] = field(default="last", metadata={"help": "last: the last k steps; random: k steps drawn anew per trajectory"})
+    anchor_steps: int = field(default=0, metadata={"help": "EasyTune with k: per trajectory, this many steps outside the optimized set (drawn at random) take a guard-only update (base penalty and diversity guard, no reward), so the early steps that decide variety stay near the base (our addition, not the paper's)"})
     variant: Literal["step", "chain"] = field(default="step", metadata={"help": "step: update in place, later steps use new weights; chain: a frozen sampling copy per trajectory"})
     # --- objective ---
     reward_weight: float = field(default=1.0, metadata={"help": "lambda: loss = -lambda * mean reward + guards"})
@@ -120,7 +121,7 @@ class FinetuneConfig:
                   ("k", 0, 1000), ("warmup", 0, 1_000_000), ("lora_rank", 0, 256), ("val_every", 0, 1_000_000),
                   ("save_every", 1, 1_000_000), ("seed", 0, 2**31 - 1), ("steps", 0, 1000),
                   ("stop_last", 1, 1000), ("draft_k", 1, 1000), ("lv_n", 1, 64), ("align_k_min", 1, 1000),
-                  ("align_k_max", 0, 1000), ("drtune_k", 1, 1000)]
+                  ("align_k_max", 0, 1000), ("drtune_k", 1, 1000), ("anchor_steps", 0, 1000)]
         for name, lo, hi in checks:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
@@ -144,6 +145,10 @@ class FinetuneConfig:
         if self.diversity_weight and self.batch_size % 2:
             raise UserError(f"the diversity guard pairs each prompt with itself: batch_size must be even, "
                             f"got {self.batch_size}")
+        if self.anchor_steps and (self.method != "easytune" or not self.k):
+            raise UserError("anchor_steps are EasyTune's with k > 0: they take the steps outside its optimized set")
+        if self.anchor_steps and not (self.base_penalty or self.diversity_weight):
+            raise UserError("anchor_steps hold steps near the base: set base_penalty or diversity_weight")
         if self.variant == "chain" and self.method != "easytune":
             raise UserError(f"variant 'chain' is EasyTune's; {self.method} makes one update per trajectory, "
                             f"use variant 'step'")
@@ -288,6 +293,12 @@ class FinetuneRun:
             return set(range(n - k, n))
         return set(step_rng(self.cfg.seed, index, 1).choice(n, k, replace=False).tolist())
 
+    def anchor_steps(self, n: int, index: int, optimized: set[int]) -> set[int]:
+        """cfg.anchor_steps of the steps outside `optimized`, drawn anew per trajectory."""
+        rest = sorted(set(range(n)) - optimized)
+        k = min(self.cfg.anchor_steps, len(rest))
+        return set(step_rng(self.cfg.seed, index, 2).choice(rest, k, replace=False).tolist()) if k else set()
+
     # -- the objective of one optimized step --
     def _parts(self) -> dict[str, tuple[float, Any]]:
         from easytune.plausibility import composite
@@ -301,16 +312,19 @@ class FinetuneRun:
         self.combined = composite(parts)
         return parts
 
-    def objective(self, s: Any, sampler: Any, prep: Any) -> dict[str, torch.Tensor]:
-        """loss and its terms for one gradient-enabled step s (SampleStep)."""
-        t = torch.full((s.x_t.shape[0],), s.t, dtype=torch.long, device=s.x_t.device)
-        scores = self.combined(s.out.pred_x0, prep.prompts, t, mask=prep.mask,
-                               timesteps_for=("reward",) if self.cfg.reward_timestep else ())
-        loss = -scores["total"].mean()
+    def objective(self, s: Any, sampler: Any, prep: Any, guards_only: bool = False) -> dict[str, torch.Tensor]:
+        """loss and its terms for one gradient-enabled step s (SampleStep); guards_only: an anchor step's
+        loss, the base penalty and diversity guard without the reward and physical terms."""
         terms = {}
-        for name in ("reward", "foot_skating", "jerk", "floor_penetration"):
-            if name in scores:
-                terms[name] = (1 if name == "reward" else -1) * scores[name].mean().detach()
+        loss = s.out.pred_x0.new_zeros(())
+        if not guards_only:
+            t = torch.full((s.x_t.shape[0],), s.t, dtype=torch.long, device=s.x_t.device)
+            scores = self.combined(s.out.pred_x0, prep.prompts, t, mask=prep.mask,
+                                   timesteps_for=("reward",) if self.cfg.reward_timestep else ())
+            loss = -scores["total"].mean()
+            for name in ("reward", "foot_skating", "jerk", "floor_penetration"):
+                if name in scores:
+                    terms[name] = (1 if name == "reward" else -1) * scores[name].mean().detach()
         if self.cfg.base_penalty or self.cfg.diversity_weight:
             with torch.no_grad():
                 ref = sampler.step(s.x_t, s.i, denoiser=self.bundle.denoiser).out.pred_x0
