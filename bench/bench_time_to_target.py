@@ -21,8 +21,9 @@ Runs are kept under --work (default .cache/bench_ttt/<row>_s<seed>) and reused w
 extended cheaply; a run that was stopped resumes from its last save (every
 5 trajectories). --lr-row gives a row its own learning rate (a method that makes many optimizer steps per
 trajectory, as EasyTune at 50 steps, needs a smaller one); a row written ROW@LR (easytune@5e-6) is that row
-at that rate, in its own folder <row>@<lr>_s<seed> and its own table line: a learning-rate grid point. --runs-only runs the rows and skips the analysis, so two
-cores can run one row each into the same --work, and a third call with every row reads them all:
+at that rate, in its own folder <row>@<lr>_s<seed> and its own table line: a learning-rate grid point.
+--runs-only runs the rows and skips the analysis, so two cores can run one row each into the same --work, and a
+third call with every row reads them all:
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows draft-50 --runs-only ... &
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_time_to_target.py --rows easytune --runs-only ...
@@ -77,7 +78,7 @@ def row_spec(row: str) -> tuple[str, float | None]:
     try:
         rate = float(lr)
     except ValueError:
-        rate = float("nan")
+        rate = 0.0  # refused below, with the same message
     if not 0 < rate < 1:
         raise argparse.ArgumentTypeError(f"{row!r}: the learning rate after @ must be a number in (0, 1)")
     return name, rate

@@ -44,7 +44,7 @@ def trajectory(run: Any, index: int) -> dict[str, float]:
     sampling_model = run.sampling_copy if cfg.variant == "chain" else run.model
     sampler = prep.sampler(sampling_model, run.bundle.diffusion)
     optimized = run.optimized_steps(len(sampler), index)
-    anchors = run.anchor_steps(len(sampler), index, optimized) if cfg.anchor_steps else set()
+    anchors = run.anchor_steps(len(sampler), index, optimized)  # empty unless cfg.anchor_steps
     x = prep.x_T
     sums: dict[str, float] = {}
     anchor_sums: dict[str, float] = {}
