@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("export", "easytune.export", "Export a joint-position motion as BVH, animated GLB, SMPL npz or joints npy."),
     ("finetune", "easytune.finetune.harness", "Reward fine-tuning of a base checkpoint: EasyTune (full weights or LoRA), resumable."),
     ("finetune select", "easytune.finetune.select", "Pick a fine-tune's snapshot on the validation split with the evaluator (never the test split)."),
+    ("finetune soup", "easytune.finetune.soup", "Average the weights of fine-tunes of one base (a model soup) into one checkpoint."),
     ("recognize", "easytune.recognize", "Action and side recognition of generated motions, seen vs unseen combos (evaluator)."),
     ("results", "easytune.results", "RESULTS.md: every fine-tuning method under one budget, LR grid and seeds, judged by the evaluator."),
     ("render", "easytune.render_cli", "Render one or two motions as body meshes side by side to MP4 or GIF."),

@@ -35,7 +35,8 @@ for v in "$@"; do
     k3x350m10lr3) extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5) ;;  # lr3's variety asked back: margin 0.1
     k3x350m20d4lr3) extra=(--k 3 --trajectories 350 --diversity-margin 0.2 --diversity-weight 4 --lr 3e-5) ;;  # margin 0.1 hardly binds (ratio ~1.14): 0.2, guard doubled
     k3x350m10lr3a2) extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --anchor-steps 2) ;;  # m10lr3 + 2 guard-only early steps
-    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2)" >&2; exit 2 ;;
+    k3x350m15d4lr3) extra=(--k 3 --trajectories 350 --diversity-margin 0.15 --diversity-weight 4 --lr 3e-5) ;;  # between m10lr3 (FID) and m20d4lr3 (variety)
+    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2, k3x350m15d4lr3)" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"

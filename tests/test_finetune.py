@@ -465,3 +465,48 @@ def test_physical_rewards_match_the_metrics_and_carry_gradient(humanml3d_referen
     mask = torch.ones(1, 20, dtype=torch.bool)
     mask[:, 10:] = False
     assert float(foot_skating(slide, mask)) == pytest.approx(2.0, rel=1e-3)
+
+
+def test_soup_is_the_weighted_mean_of_one_base_s_fine_tunes_and_refuses_strangers(ckpts, tmp_path, text_encoder):
+    from easytune.finetune.soup import SoupConfig, make_soup
+
+    runs = {}
+    for name, kw in {"a": {"seed": 0}, "b": {"seed": 1, "lr": 3e-3}, "lora": {"lora_rank": 2, "lr": 5e-2}}.items():
+        H.finetune(_cfg(ckpts, tmp_path / name, trajectories=1, val_prompts=0, **kw), text_encoder=text_encoder,
+                   progress=False)
+        runs[name] = str(tmp_path / name / "run" / "last")
+    den = {k: load_base(p, text_encoder=text_encoder).denoiser.state_dict() for k, p in
+           {**runs, "base": str(ckpts / "base")}.items()}
+    assert not torch.equal(den["a"]["motion_out.weight"], den["b"]["motion_out.weight"])
+
+    out = make_soup(SoupConfig(ingredients=[runs["a"], runs["b"]], weights=[3.0, 1.0], out=str(tmp_path / "s")),
+                    text_encoder)
+    soup = load_checkpoint(out)
+    assert soup.kind == "finetune" and soup.meta["method"] == "soup"
+    assert soup.meta["parent_hash"] == load_checkpoint(runs["a"]).meta["parent_hash"]
+    assert [r["weight"] for r in soup.meta["ingredients"]] == [0.75, 0.25]
+    assert "| 0.750 |" in (out / "README.md").read_text()
+    mixed = load_base(out, text_encoder=text_encoder)  # loads like any fine-tune, with the base's sampler
+    assert (mixed.steps, mixed.guidance) == (3, 2.0)
+    for k, v in mixed.denoiser.state_dict().items():
+        torch.testing.assert_close(v, 0.75 * den["a"][k] + 0.25 * den["b"][k], atol=1e-6, rtol=0)
+    # WiSE-FT: the base itself and a LoRA adapter (merged into its parent first) are ingredients too
+    out2 = make_soup(SoupConfig(ingredients=[str(ckpts / "base"), runs["lora"]], out=str(tmp_path / "w")),
+                     text_encoder)
+    for k, v in load_base(out2, text_encoder=text_encoder).denoiser.state_dict().items():
+        torch.testing.assert_close(v, 0.5 * den["base"][k] + 0.5 * den["lora"][k], atol=1e-6, rtol=0)
+
+    other = load_checkpoint(ckpts / "base")  # another base: same layout, other weights
+    save_checkpoint(tmp_path / "base2", {k: v + 0.01 for k, v in other.state.items()}, kind="base",
+                    config=other.config, dataset=other.dataset)
+    for cfg, msg in [
+        (SoupConfig(ingredients=[runs["a"]]), "at least 2 ingredients"),
+        (SoupConfig(ingredients=[runs["a"], runs["b"]], weights=[1.0]), "1 values for 2 ingredients"),
+        (SoupConfig(ingredients=[runs["a"], runs["b"]], weights=[1.0, -1.0]), "positive finite"),
+        (SoupConfig(ingredients=[runs["a"], str(ckpts / "reward")], out=str(tmp_path / "x")), "holds a 'reward'"),
+        (SoupConfig(ingredients=[runs["a"], str(tmp_path / "base2")], out=str(tmp_path / "x")), "one base"),
+        (SoupConfig(ingredients=[runs["a"], runs["b"]], out=runs["b"]), "not a soup"),
+    ]:
+        with pytest.raises(UserError, match=msg):
+            make_soup(cfg, text_encoder)
+    assert load_checkpoint(runs["b"]).meta["method"] == "easytune"  # the refused --out kept its checkpoint
