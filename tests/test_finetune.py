@@ -493,6 +493,7 @@ def test_soup_is_the_weighted_mean_of_one_base_s_fine_tunes_and_refuses_stranger
     # WiSE-FT: the base itself and a LoRA adapter (merged into its parent first) are ingredients too
     out2 = make_soup(SoupConfig(ingredients=[str(ckpts / "base"), runs["lora"]], out=str(tmp_path / "w")),
                      text_encoder)
+    assert load_checkpoint(out2).meta["parent"] == str(ckpts / "base")  # a base is its own parent, as named
     for k, v in load_base(out2, text_encoder=text_encoder).denoiser.state_dict().items():
         torch.testing.assert_close(v, 0.5 * den["base"][k] + 0.5 * den["lora"][k], atol=1e-6, rtol=0)
 

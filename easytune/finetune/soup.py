@@ -43,12 +43,12 @@ class SoupConfig:
             raise UserError(f"--weights must be positive finite numbers, got {self.weights}")
 
 
-def _family(path: Path, kind: str, meta: dict[str, Any]) -> tuple[str, str]:
-    """(parent name, parent weights hash) of an ingredient; a base is its own parent."""
+def _family(name: str, path: Path, kind: str, meta: dict[str, Any]) -> tuple[str, str]:
+    """(parent name, parent weights hash) of an ingredient; a base is its own parent, by the name given."""
     from easytune.checkpoints import checkpoint_hash
 
     if kind == "base":
-        return str(path), checkpoint_hash(path)
+        return name, checkpoint_hash(path)
     if not meta.get("parent") or not meta.get("parent_hash"):
         raise UserError(f"{path} does not record its parent and the parent's weights hash, so it cannot be "
                         f"shown to share a base with the other ingredients")
@@ -73,7 +73,7 @@ def make_soup(cfg: SoupConfig, text_encoder: Any = None) -> Path:
         info = load_checkpoint(path)
         if info.kind not in ("base", "finetune", "lora"):
             raise UserError(f"{path} holds a {info.kind!r} model; a soup mixes base, finetune or lora checkpoints")
-        parent, parent_hash = _family(path, info.kind, info.meta)
+        parent, parent_hash = _family(name, path, info.kind, info.meta)
         bundle = load_base(path, "cpu", text_encoder=text_encoder)
         text_encoder = bundle.text_encoder
         sampler = {"steps": bundle.steps, "guidance": bundle.guidance, "eta": bundle.eta}
