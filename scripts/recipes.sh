@@ -5,6 +5,7 @@
 #
 #   bash scripts/recipes.sh lora rts        # variants run one after another, one thread each;
 #   bash scripts/recipes.sh chain k3 &       # start two of these to use both cores
+#   SELECT=0 bash scripts/recipes.sh k3       # fine-tune only; `finetune select --run runs/recipes/k3` later
 #
 # Edit this file by writing a new one and renaming it over: bash reads a running script as it goes.
 # Re-running resumes a fine-tune from its last save; evaluations reuse .cache/evaluate.
@@ -36,10 +37,12 @@ for v in "$@"; do
     k3x350m20d4lr3) extra=(--k 3 --trajectories 350 --diversity-margin 0.2 --diversity-weight 4 --lr 3e-5) ;;  # margin 0.1 hardly binds (ratio ~1.14): 0.2, guard doubled
     k3x350m10lr3a2) extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --anchor-steps 2) ;;  # m10lr3 + 2 guard-only early steps
     k3x350m15d4lr3) extra=(--k 3 --trajectories 350 --diversity-margin 0.15 --diversity-weight 4 --lr 3e-5) ;;  # between m10lr3 (FID) and m20d4lr3 (variety)
-    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2, k3x350m15d4lr3)" >&2; exit 2 ;;
+    k3x350m10lr3s1) extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --seed 1) ;;  # soup ingredients, seed 1
+    k3x350m20d4lr3s1) extra=(--k 3 --trajectories 350 --diversity-margin 0.2 --diversity-weight 4 --lr 3e-5 --seed 1) ;;
+    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2, k3x350m15d4lr3, k3x350m10lr3s1, k3x350m20d4lr3s1)" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"
   OMP_NUM_THREADS=1 $PY -m easytune finetune "${RECIPE[@]}" "${extra[@]}" --out "$out" >> "$out.log" 2>&1
-  OMP_NUM_THREADS=1 $PY -m easytune finetune select --run "$out" >> "$out.log" 2>&1
+  [ "${SELECT:-1}" = 0 ] || OMP_NUM_THREADS=1 $PY -m easytune finetune select --run "$out" >> "$out.log" 2>&1
 done

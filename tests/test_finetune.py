@@ -506,8 +506,9 @@ def test_soup_is_the_weighted_mean_of_one_base_s_fine_tunes_and_refuses_stranger
         (SoupConfig(ingredients=[runs["a"], runs["b"]], weights=[1.0, -1.0]), "positive finite"),
         (SoupConfig(ingredients=[runs["a"], str(ckpts / "reward")], out=str(tmp_path / "x")), "holds a 'reward'"),
         (SoupConfig(ingredients=[runs["a"], str(tmp_path / "base2")], out=str(tmp_path / "x")), "one base"),
-        (SoupConfig(ingredients=[runs["a"], runs["b"]], out=runs["b"]), "not a soup"),
+        (SoupConfig(ingredients=[runs["a"], runs["b"]], out=runs["b"]), "one of the ingredients"),
+        (SoupConfig(ingredients=[runs["a"], runs["b"]], out=str(ckpts / "base")), "not a soup"),
     ]:
         with pytest.raises(UserError, match=msg):
             make_soup(cfg, text_encoder)
-    assert load_checkpoint(runs["b"]).meta["method"] == "easytune"  # the refused --out kept its checkpoint
+    assert load_checkpoint(ckpts / "base").kind == "base"  # the refused --out kept its checkpoint

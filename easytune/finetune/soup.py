@@ -63,13 +63,15 @@ def make_soup(cfg: SoupConfig, text_encoder: Any = None) -> Path:
 
     cfg.validate()
     out = check_output_path(cfg.out, kind="dir")
+    paths = [resolve(name) for name in cfg.ingredients]
+    if out.resolve() in {p.resolve() for p in paths}:
+        raise UserError(f"--out {out} is one of the ingredients; give a new folder")
     if (out / "config.json").is_file() and load_checkpoint(out).meta.get("method") != "soup":
         raise UserError(f"--out {out} already holds a checkpoint that is not a soup; give a new folder")
     weights = cfg.weights or [1.0] * len(cfg.ingredients)
     total = sum(weights)
     rows, mix, ref = [], None, None
-    for name, w in zip(cfg.ingredients, weights):
-        path = resolve(name)
+    for name, path, w in zip(cfg.ingredients, paths, weights):
         info = load_checkpoint(path)
         if info.kind not in ("base", "finetune", "lora"):
             raise UserError(f"{path} holds a {info.kind!r} model; a soup mixes base, finetune or lora checkpoints")
