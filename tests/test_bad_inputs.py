@@ -280,6 +280,12 @@ CASES: list[tuple[list[str], str]] = [
     (["study", "results", "nope", "--db", "s.sqlite"], "no study database at s.sqlite"),
     (["study", "export", "nope", "--db", "file.txt", "--csv", "o.csv"], "file.txt is not a readable study database"),
     (["study", "export", "nope", "--db", "s.sqlite"], "needs --csv FILE, --pairs FILE or both"),
+    (["finetune", "soup", "--ingredients", "base"], "a soup needs at least 2 ingredients, got 1"),
+    (["finetune", "soup", "--ingredients", "base,nope"], "checkpoint 'nope' not found"),
+    (["finetune", "soup", "--ingredients", "base,run_base", "--weights", "1,-1"], "weights must be positive finite"),
+    (["finetune", "soup", "--ingredients", "run_reward,base", "--out", "soup"], "holds a 'reward' model"),
+    (["finetune", "soup", "--ingredients", "run_reward,base", "--out", "run_base"], "run_base already holds a checkpoint that is not a soup"),
+    (["finetune", "soup", "--ingredients", "base,run_base", "--out", "run_base"], "run_base is one of the ingredients"),
     (["results", "--methods", "easytune,nope"], r"unknown method\(s\) nope; choose from easytune, easytune-k3, refl"),
     (["results", "--lrs", "fast"], "--seeds takes integers and --lrs numbers"),
     (["results", "--budget", "0"], "budget must be 1 to 1e7 seconds"),
@@ -311,7 +317,7 @@ def test_bad_input_is_one_sentence_and_changes_nothing(in_ws, capsys, argv, mess
 
 
 def test_the_table_covers_every_command():
-    tried = {" ".join(argv[:2]) if argv[0] in ("train", "data") or argv[1:2] == ["select"] else argv[0]
+    tried = {" ".join(argv[:2]) if argv[0] in ("train", "data") or argv[1:2] in (["select"], ["soup"]) else argv[0]
              for argv, _ in CASES}
     registered = {c for c, _, _ in cli.COMMANDS} - {"data"} | {"data build", "data stats"}
     assert registered <= tried, registered - tried
