@@ -39,9 +39,7 @@ for v in "$@"; do
     k3x350m15d4lr3) extra=(--k 3 --trajectories 350 --diversity-margin 0.15 --diversity-weight 4 --lr 3e-5) ;;  # between m10lr3 (FID) and m20d4lr3 (variety)
     k3x350m10lr3s1) extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --seed 1) ;;  # soup ingredients, seed 1
     k3x350m20d4lr3s1) extra=(--k 3 --trajectories 350 --diversity-margin 0.2 --diversity-weight 4 --lr 3e-5 --seed 1) ;;
-    k3x350m10lr3g2) extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --guidance 2.0) ;;  # trained at the soup's validated sampling guidance
-    k3x350m20d4lr3g2) extra=(--k 3 --trajectories 350 --diversity-margin 0.2 --diversity-weight 4 --lr 3e-5 --guidance 2.0) ;;
-    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2, k3x350m15d4lr3, k3x350m10lr3s1, k3x350m20d4lr3s1, k3x350m10lr3g2, k3x350m20d4lr3g2)" >&2; exit 2 ;;
+    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2, k3x350m15d4lr3, k3x350m10lr3s1, k3x350m20d4lr3s1)" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"
