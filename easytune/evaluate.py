@@ -9,6 +9,8 @@ embeds texts and motions; then
   MM-Dist, Diversity      Diversity on 300 pairs (N // 2 disjoint pairs if fewer than 300 motions)
   MultiModality           `mm_texts` captions x `mm_repeats` generations, 10 pairs per caption
   foot skating, floor penetration, jerk   on joints recovered from the features (recover_from_ric)
+  by combination          MM-Dist, FID and reward again over the seen and the unseen (content, style)
+                          combinations separately, when the split has both (the test split does)
 Each metric is reported as mean +- 95% Student-t CI over the replications, as a markdown table (the
 protocol is printed with it) and as JSON.
 
@@ -128,10 +130,39 @@ class TestSet:
     mean: np.ndarray
     std: np.ndarray
     names: list[str] = field(default_factory=list)  # motion ids (empty for hand-made sets)
+    groups: list[str] = field(default_factory=list)  # "seen"/"unseen" combination per motion (empty = unknown)
 
     def draw_captions(self, seed: int) -> list[str]:
         rng = np.random.default_rng(seed)
         return [caps[int(rng.integers(len(caps)))] for caps in self.captions]
+
+
+GROUPS = ("seen", "unseen")
+
+
+def group_metrics(test: TestSet, text_emb: np.ndarray, motion_emb: np.ndarray, real_emb: np.ndarray | None,
+                  motions: Sequence[np.ndarray], texts: Sequence[str],
+                  reward: Callable[[Sequence[np.ndarray], Sequence[str]], float] | None, seed: int) -> dict[str, float]:
+    """MM-Dist, FID and reward over the seen and the unseen combinations separately ("MM-Dist (unseen)", ...),
+    when the set has both. FID compares a group's generated motions with the same group's real ones (real row:
+    one half of the group against the other); R-Precision is not split (an unseen group can hold fewer than a
+    batch's distinct labels)."""
+    groups = np.asarray(test.groups)
+    if len(groups) != len(test.motions) or not all((groups == g).sum() >= 4 for g in GROUPS):
+        return {}
+    out = {}
+    for g in GROUPS:
+        idx = np.flatnonzero(groups == g)
+        out[f"MM-Dist ({g})"] = metrics.mm_dist(text_emb[idx], motion_emb[idx])
+        if real_emb is None:
+            perm = np.random.default_rng(seed).permutation(idx)
+            half = len(perm) // 2
+            out[f"FID ({g})"] = metrics.fid(motion_emb[perm[:half]], motion_emb[perm[half:2 * half]])
+        else:
+            out[f"FID ({g})"] = metrics.fid(motion_emb[idx], real_emb[idx])
+        if reward is not None:
+            out[f"reward ({g})"] = reward([motions[i] for i in idx], [texts[i] for i in idx])
+    return out
 
 
 def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 0,
@@ -146,6 +177,10 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
     if len(test.motions) < protocol.r_batch:
         raise UserError(f"the test set has {len(test.motions)} motions; R-Precision needs at least "
                         f"{protocol.r_batch}")
+    if all(lab is not None for lab in test.labels) and len(set(test.labels)) < protocol.r_batch:
+        raise UserError(f"the test set has {len(set(test.labels))} distinct (content, style) labels; R-Precision "
+                        f"needs batches of {protocol.r_batch} distinct ones. Evaluate a larger split: the test split's "
+                        f"table reports MM-Dist, FID and reward for its seen and unseen combinations separately")
     lengths = [len(m) for m in test.motions]
     real_emb = embedder.motions(test.motions)
     real_phys = physical(test.motions, test.mean, test.std)
@@ -164,6 +199,7 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
         real_values = {**set_metrics(text_emb, real_emb, test.labels, None, protocol, s), **real_phys}
         if reward is not None:
             real_values["reward"] = reward(test.motions, texts)
+        real_values.update(group_metrics(test, text_emb, real_emb, None, test.motions, texts, reward, s))
         add("real", real_values)
         if generate is None:
             continue
@@ -175,6 +211,7 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
         values["MultiModality"] = _multimodality(test, embedder, protocol, s, generate, cache)
         if reward is not None:
             values["reward"] = reward(gen, texts)
+        values.update(group_metrics(test, text_emb, gen_emb, real_emb, gen, texts, reward, s))
         add("generated", {**values, **physical(gen, test.mean, test.std)})
     return {"protocol": protocol.describe(), "seed": seed, "rows": rows}
 
@@ -267,14 +304,21 @@ def format_table(result: dict[str, Any], names: dict[str, str] | None = None) ->
                 "MultiModality"]
     plaus = ["foot_skating", "floor_penetration", "jerk"] + (
         ["reward"] if any("reward" in v for v in summary.values()) else [])
+    by_group = [f"{m} ({g})" for m in ("MM-Dist", "FID", "reward") for g in GROUPS
+                if any(f"{m} ({g})" in v for v in summary.values())]
     out = [f"Protocol: {result['protocol']}. Real-row FID is one half of the test set vs the other "
            f"(the metric's floor at this size); real MultiModality is not defined.", ""]
-    for cols in (standard, plaus):
+    for cols in (standard, plaus) + ((by_group,) if by_group else ()):
         out.append("| | " + " | ".join(cols) + " |")
         out.append("|---" * (len(cols) + 1) + "|")
         for row, vals in summary.items():
             cells = [_cell(*vals[c]) if c in vals else "n/a" for c in cols]
             out.append(f"| {names.get(row, row)} | " + " | ".join(cells) + " |")
+        out.append("")
+    if by_group:
+        out.append("(seen) / (unseen): the motions whose (content, style) combination training shows / never shows; "
+                   "a group's FID compares its generated motions with the same group's real ones (real row: one "
+                   "half of the group against the other).")
         out.append("")
     floor = result.get("fid_floor")
     if floor:
@@ -295,6 +339,7 @@ def _cell(mean: float, half: float) -> str:
 
 def load_test_set(data: str, split: str, mean: np.ndarray | None, std: np.ndarray | None, tiny: int = 0,
                   max_motions: int = 0) -> TestSet:
+    from easytune.motion.dataset import combination_groups, load_dataset_info
     from easytune.reward import caption_choices, label_key, open_dataset
 
     ds = open_dataset(data, split, tiny=tiny, mean=mean, std=std, random_crop=False)
@@ -307,7 +352,8 @@ def load_test_set(data: str, split: str, mean: np.ndarray | None, std: np.ndarra
         labels.append(label_key(it["label"]))
     m = np.asarray(ds.mean if mean is None else mean, dtype=np.float64)
     s = np.asarray(ds.std if std is None else std, dtype=np.float64)
-    return TestSet(motions, captions, labels, m, s, list(ds.names[:n]))
+    names = list(ds.names[:n])
+    return TestSet(motions, captions, labels, m, s, names, combination_groups(load_dataset_info(data), names))
 
 
 def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, dataset_stamp: str | None = None,

@@ -237,9 +237,7 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
     if info["labels"] is None or any(lab is None for lab in test.labels):
         raise UserError(f"{cfg.data}: every {cfg.split} motion needs a (content, style) label in labels.json")
     truth = [(str(lab[0]), str(lab[1])) for lab in test.labels]
-    unseen = set(info["splits"].get("test_unseen", []))
-    unseen |= {n for n, lab in info["labels"].items() if lab.get("unseen_combo")}
-    groups = ["unseen" if n in unseen else "seen" for n in test.names]
+    groups = test.groups
     embedder = Embedder(model, text_encoder)
     known, protos = prototypes(embedder, label_captions(cfg.data), cfg.per_label)
 

@@ -138,6 +138,44 @@ def test_evaluate_oracle_generator_matches_the_real_row_and_caches(tmp_path):
     assert summary["generated"]["FID"][0] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_evaluate_splits_mm_dist_fid_and_reward_by_seen_and_unseen_combinations():
+    test = _toy_test_set()
+    test.groups = ["unseen" if lab[0] % 4 == 0 else "seen" for lab in test.labels]  # 20 unseen motions of 80
+    emb = V.Embedder(tiny_evaluator(), HashTextEncoder())
+    protocol = E.Protocol("t", replications=1, steps=None, mm_texts=2, mm_repeats=2, mm_pairs=2)
+    by_caption = {c: m for caps, m in zip(test.captions, test.motions) for c in caps}
+    unseen_texts = {c for caps, g in zip(test.captions, test.groups) if g == "unseen" for c in caps}
+
+    def worse_when_unseen(texts, lengths, seed, steps):  # exact on seen combinations, off on unseen ones
+        return [by_caption[t][:n] + (0.5 if t in unseen_texts else 0.0) for t, n in zip(texts, lengths)]
+
+    def mean_length(motions, texts):  # a stand-in reward: the mean length of the motions it is given
+        return float(np.mean([len(m) for m in motions]))
+
+    res = E.evaluate_sets(test, emb, protocol, seed=1, generate=worse_when_unseen, reward=mean_length)
+    gen, real = res["rows"]["generated"], res["rows"]["real"]
+    texts = test.draw_captions(1)
+    t_emb, m_emb = emb.texts(texts), emb.motions(worse_when_unseen(texts, [len(m) for m in test.motions], 1, None))
+    for g in E.GROUPS:
+        idx = [i for i, gg in enumerate(test.groups) if gg == g]
+        assert gen[f"MM-Dist ({g})"][0] == pytest.approx(np.linalg.norm(t_emb[idx] - m_emb[idx], axis=1).mean(),
+                                                          rel=1e-5)
+        assert gen[f"reward ({g})"][0] == pytest.approx(np.mean([len(test.motions[i]) for i in idx]))
+        assert f"FID ({g})" in real and f"MM-Dist ({g})" in real
+    assert gen["FID (seen)"][0] == pytest.approx(0.0, abs=1e-6) and gen["FID (unseen)"][0] > 0.01
+    assert gen["MM-Dist (seen)"][0] == pytest.approx(real["MM-Dist (seen)"][0], rel=1e-5)
+    n_u = test.groups.count("unseen")
+    assert gen["MM-Dist"][0] == pytest.approx(((80 - n_u) * gen["MM-Dist (seen)"][0] + n_u * gen["MM-Dist (unseen)"][0])
+                                              / 80, rel=1e-5)
+    table = E.format_table(res)
+    assert "| MM-Dist (seen) | MM-Dist (unseen) | FID (seen) | FID (unseen) | reward (seen) | reward (unseen) |" in table
+    test.groups = ["seen"] * len(test.motions)  # one group only: nothing to split
+    assert "MM-Dist (seen)" not in E.evaluate_sets(test, emb, protocol, generate=worse_when_unseen)["rows"]["generated"]
+    unseen_only = E.TestSet(test.motions, test.captions, [(lab[0] % 21, 0) for lab in test.labels], test.mean, test.std)
+    with pytest.raises(UserError, match="21 distinct .* seen and unseen combinations separately"):
+        E.evaluate_sets(unseen_only, emb, E.PROTOCOLS["cpu"])  # like the test split's 21 unseen combinations alone
+
+
 def test_evaluate_shuffled_generator_scores_worse():
     test = _toy_test_set()
     emb = V.Embedder(tiny_evaluator(), HashTextEncoder())

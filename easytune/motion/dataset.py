@@ -17,7 +17,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -64,6 +64,14 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
     return {"root": str(root), "stamp": (info or {}).get("stamp"), "mean": mean, "std": std, "splits": splits,
             "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
 
+
+
+def combination_groups(info: dict[str, Any], names: Sequence[str]) -> list[str]:
+    """"unseen" for each motion whose (content, style) combination training never shows (listed in
+    test_unseen.txt or flagged `unseen_combo` in labels.json), else "seen"; `info` from load_dataset_info."""
+    unseen = set(info["splits"].get("test_unseen", []))
+    unseen |= {n for n, lab in (info["labels"] or {}).items() if lab.get("unseen_combo")}
+    return ["unseen" if n in unseen else "seen" for n in names]
 
 def _read_utf8(path: Path) -> str:
     """A dataset text file (split list, captions, JSON); UserError naming it when it is not UTF-8."""
