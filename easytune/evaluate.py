@@ -69,8 +69,9 @@ Generator = Callable[[Sequence[str], Sequence[int], int, int | None], list[np.nd
 # === cache =============================================================================================
 
 class MotionCache:
-    """Generated motions on disk, one .npz per (checkpoint hash, protocol, seed, part); the request
-    (captions + lengths) is hashed into the entry so a changed test split is never served stale."""
+    """Generated motions on disk, one .npz per (checkpoint hash, protocol, part, seed, request); the request
+    (captions + lengths) is hashed into the file name, so the validation and the test split's motions sit
+    side by side and a changed split is never served stale."""
 
     def __init__(self, root: str | Path, checkpoint_hash: str, protocol: str):
         self.dir = Path(root) / checkpoint_hash / protocol
@@ -80,11 +81,13 @@ class MotionCache:
         from easytune.fileio import atomic_path
 
         request = hashlib.sha256(json.dumps([list(texts), [int(n) for n in lengths]]).encode()).hexdigest()[:16]
-        path = self.dir / f"{part}_seed{seed}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                if str(z["request"]) == request:
-                    return np.split(z["features"], np.cumsum(z["lengths"])[:-1])
+        path = self.dir / f"{part}_seed{seed}_{request}.npz"
+        # caches written before the request was in the name: one file per part and seed, checked inside
+        for p in (path, self.dir / f"{part}_seed{seed}.npz"):
+            if p.is_file():
+                with np.load(p, allow_pickle=False) as z:
+                    if str(z["request"]) == request:
+                        return np.split(z["features"], np.cumsum(z["lengths"])[:-1])
         motions = make()
         self.dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:

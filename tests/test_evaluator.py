@@ -176,6 +176,25 @@ def test_evaluate_splits_mm_dist_fid_and_reward_by_seen_and_unseen_combinations(
         E.evaluate_sets(unseen_only, emb, E.PROTOCOLS["cpu"])  # like the test split's 21 unseen combinations alone
 
 
+def test_motion_cache_keeps_two_splits_side_by_side(tmp_path):
+    cache = E.MotionCache(tmp_path, "hash123", "cpu")
+    made = []
+
+    def maker(n):
+        return lambda: made.append(n) or [np.full((n, 263), float(n), np.float32)]
+
+    test_a = cache.get_or_make("test", 0, ["a test caption"], [5], maker(5))
+    val_a = cache.get_or_make("test", 0, ["a validation caption"], [7], maker(7))  # same part and seed, other request
+    assert cache.get_or_make("test", 0, ["a test caption"], [5], maker(99))[0] == pytest.approx(test_a[0])
+    assert cache.get_or_make("test", 0, ["a validation caption"], [7], maker(99))[0] == pytest.approx(val_a[0])
+    assert made == [5, 7]  # neither evicted the other
+    cache.get_or_make("test", 2, ["a test caption"], [5], maker(5))
+    [entry] = cache.dir.glob("test_seed2_*.npz")
+    entry.rename(cache.dir / "test_seed2.npz")  # the name caches had before the request was in it
+    assert cache.get_or_make("test", 2, ["a test caption"], [5], maker(99))[0] == pytest.approx(test_a[0])
+    assert made == [5, 7, 5]  # still read, not made again
+
+
 def test_evaluate_shuffled_generator_scores_worse():
     test = _toy_test_set()
     emb = V.Embedder(tiny_evaluator(), HashTextEncoder())
