@@ -102,3 +102,29 @@ def test_parse_text_line_reads_humanml3d_lines():
     assert parse_text_line(text_line(cap))[0] == cap.replace(" ,", ",")
     with pytest.raises(UserError, match="caption#tokens#start#end"):
         parse_text_line("just a caption")
+
+
+def test_absent_combination_prompts_cover_only_combinations_no_motion_has(tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    from easytune.motion import dataset as D
+    from easytune.motion.captions import TEMPLATES
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "absent_combination_prompts.py"
+    spec = importlib.util.spec_from_file_location("absent_combination_prompts", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    labels = {"m1": {"content": "walk", "style": "happy"}, "m2": {"content": "bow", "style": "sad"},
+              "m3": {"content": "walk", "style": "sad"}}  # m3 may be a held-out test combination: it has motions
+    assert mod.absent_combinations(labels) == [("bow", "happy")]
+    info = {"labels": labels, "info": {"heldout_templates": list(range(2, len(TEMPLATES)))}}
+    monkeypatch.setattr(D, "load_dataset_info", lambda data: info)
+    caps = mod.prompts("toy", per_combination=2)
+    assert len(caps) == 2 and len(set(caps)) == 2
+    assert all("bow" in c for c in caps)
+    assert not any(w in c for c in caps for w in ("who is", "figure", "looking", " , "))  # held-out templates 2-7
+    assert caps == mod.prompts("toy", per_combination=2)  # reproducible
+    assert mod.main(["--data", "toy", "--per-combination", "0", "--out", str(tmp_path / "p.txt")]) == 2
+    assert mod.main(["--data", "toy", "--per-combination", "2", "--out", str(tmp_path / "p.txt")]) == 0
+    assert (tmp_path / "p.txt").read_text().splitlines() == caps

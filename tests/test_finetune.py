@@ -57,6 +57,15 @@ def test_prompts_file_skips_and_counts_empty_lines(ckpts, tmp_path, text_encoder
     assert run.prompts.frames == (30,) * 4 and len(run.val) == 8
 
 
+def test_extra_prompts_are_added_to_the_training_prompts(ckpts, tmp_path, text_encoder):
+    (tmp_path / "extra.txt").write_text("an elderly person dances\n\na happy person bows\n")
+    run = H.setup(_cfg(ckpts, tmp_path, extra_prompts=str(tmp_path / "extra.txt"), seconds=2.0), text_encoder)
+    assert run.prompts.captions == tuple(PROMPTS) + ("an elderly person dances", "a happy person bows")
+    assert run.prompts.frames == (40,) * 6  # the extra prompts at --seconds, as a --prompts file's
+    with pytest.raises(UserError, match="does not exist"):
+        H.setup(_cfg(ckpts, tmp_path, extra_prompts=str(tmp_path / "missing.txt")), text_encoder)
+
+
 def test_each_update_backpropagates_through_exactly_one_denoiser_call(ckpts, tmp_path, text_encoder):
     run = H.setup(_cfg(ckpts, tmp_path, steps=4, k=3), text_encoder)
     calls, updates = [], []

@@ -67,7 +67,8 @@ class FinetuneConfig:
     # --- prompts ---
     data: str = field(default="datasets/bandai", metadata={"help": "dataset folder: training prompts from its train split, held-out ones from val"})
     prompts: str = field(default="", metadata={"help": "optional text file of training prompts, one per line (empty lines skipped); replaces the train split's captions"})
-    seconds: float = field(default=6.0, metadata={"help": "motion length for --prompts (dataset prompts use their motion's length)"})
+    extra_prompts: str = field(default="", metadata={"help": "optional text file of prompts (at --seconds) added to the training prompts, e.g. combinations the data lacks"})
+    seconds: float = field(default=6.0, metadata={"help": "motion length for --prompts and --extra-prompts (dataset prompts use their motion's length)"})
     max_seconds: float = field(default=9.8, metadata={"help": "cap on dataset prompts' lengths (shorter motions train faster)"})
     val_prompts: int = field(default=64, metadata={"help": "held-out (val split) prompts for the validation reward"})
     val_file: str = field(default="", metadata={"help": "optional text file of held-out prompts (at --seconds), replacing the val split's"})
@@ -456,6 +457,11 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
                      len(prompts))
     else:
         prompts = prompts_from_split(cfg.data, "train", max_frames=round(cfg.max_seconds * 20))
+    if cfg.extra_prompts:
+        extra = prompts_from_file(cfg.extra_prompts, cfg.seconds)
+        log.info("extra prompts %s: %d added to %d (skipped %d empty line(s))", cfg.extra_prompts, len(extra),
+                 len(prompts), extra.skipped)
+        prompts = PromptSet(prompts.captions + extra.captions, prompts.frames + extra.frames, prompts.skipped)
     if cfg.val_file:
         val = prompts_from_file(cfg.val_file, cfg.seconds)
         val = PromptSet(val.captions[:cfg.val_prompts], val.frames[:cfg.val_prompts])
