@@ -143,19 +143,21 @@ class TestSet:
 GROUPS = ("seen", "unseen")
 
 
-def group_metrics(test: TestSet, text_emb: np.ndarray, motion_emb: np.ndarray, real_emb: np.ndarray | None,
-                  motions: Sequence[np.ndarray], texts: Sequence[str],
-                  reward: Callable[[Sequence[np.ndarray], Sequence[str]], float] | None, seed: int) -> dict[str, float]:
-    """MM-Dist, FID and reward over the seen and the unseen combinations separately ("MM-Dist (unseen)", ...),
-    when the set has both. FID compares a group's generated motions with the same group's real ones (real row:
-    one half of the group against the other); R-Precision is not split (an unseen group can hold fewer than a
-    batch's distinct labels)."""
+def group_indices(test: TestSet) -> dict[str, np.ndarray]:
+    """{"seen": indices, "unseen": indices} when the set has both groups (4 motions or more each), else {}."""
     groups = np.asarray(test.groups)
     if len(groups) != len(test.motions) or not all((groups == g).sum() >= 4 for g in GROUPS):
         return {}
+    return {g: np.flatnonzero(groups == g) for g in GROUPS}
+
+
+def group_metrics(groups: dict[str, np.ndarray], text_emb: np.ndarray, motion_emb: np.ndarray,
+                  real_emb: np.ndarray | None, seed: int) -> dict[str, float]:
+    """MM-Dist and FID over the seen and the unseen combinations separately ("MM-Dist (unseen)", ...). FID
+    compares a group's generated motions with the same group's real ones (real row: one half of the group
+    against the other); R-Precision is not split (an unseen group can hold fewer than a batch's distinct labels)."""
     out = {}
-    for g in GROUPS:
-        idx = np.flatnonzero(groups == g)
+    for g, idx in groups.items():
         out[f"MM-Dist ({g})"] = metrics.mm_dist(text_emb[idx], motion_emb[idx])
         if real_emb is None:
             perm = np.random.default_rng(seed).permutation(idx)
@@ -163,8 +165,16 @@ def group_metrics(test: TestSet, text_emb: np.ndarray, motion_emb: np.ndarray, r
             out[f"FID ({g})"] = metrics.fid(motion_emb[perm[:half]], motion_emb[perm[half:2 * half]])
         else:
             out[f"FID ({g})"] = metrics.fid(motion_emb[idx], real_emb[idx])
-        if reward is not None:
-            out[f"reward ({g})"] = reward([motions[i] for i in idx], [texts[i] for i in idx])
+    return out
+
+
+def reward_values(groups: dict[str, np.ndarray], reward: Callable[[Sequence[np.ndarray], Sequence[str]], float],
+                  motions: Sequence[np.ndarray], texts: Sequence[str]) -> dict[str, float]:
+    """The mean reward, and each group's: scored once per motion, the whole set's mean weighted from the groups'."""
+    if not groups:
+        return {"reward": reward(motions, texts)}
+    out = {f"reward ({g})": reward([motions[i] for i in idx], [texts[i] for i in idx]) for g, idx in groups.items()}
+    out["reward"] = sum(out[f"reward ({g})"] * len(idx) for g, idx in groups.items()) / len(motions)
     return out
 
 
@@ -185,6 +195,7 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
                         f"needs batches of {protocol.r_batch} distinct ones. Evaluate a larger split: the test split's "
                         f"table reports MM-Dist, FID and reward for its seen and unseen combinations separately")
     lengths = [len(m) for m in test.motions]
+    groups = group_indices(test)
     real_emb = embedder.motions(test.motions)
     real_phys = physical(test.motions, test.mean, test.std)
     rows: dict[str, dict[str, list[float]]] = {"real": {}}
@@ -199,10 +210,10 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
         s = seed + r
         texts = test.draw_captions(s)
         text_emb = embedder.texts(texts)
-        real_values = {**set_metrics(text_emb, real_emb, test.labels, None, protocol, s), **real_phys}
+        real_values = {**set_metrics(text_emb, real_emb, test.labels, None, protocol, s), **real_phys,
+                       **group_metrics(groups, text_emb, real_emb, None, s)}
         if reward is not None:
-            real_values["reward"] = reward(test.motions, texts)
-        real_values.update(group_metrics(test, text_emb, real_emb, None, test.motions, texts, reward, s))
+            real_values.update(reward_values(groups, reward, test.motions, texts))
         add("real", real_values)
         if generate is None:
             continue
@@ -212,9 +223,9 @@ def evaluate_sets(test: TestSet, embedder: Any, protocol: Protocol, seed: int = 
         gen_emb = embedder.motions(gen)
         values = set_metrics(text_emb, gen_emb, test.labels, real_emb, protocol, s)
         values["MultiModality"] = _multimodality(test, embedder, protocol, s, generate, cache)
+        values.update(group_metrics(groups, text_emb, gen_emb, real_emb, s))
         if reward is not None:
-            values["reward"] = reward(gen, texts)
-        values.update(group_metrics(test, text_emb, gen_emb, real_emb, gen, texts, reward, s))
+            values.update(reward_values(groups, reward, gen, texts))
         add("generated", {**values, **physical(gen, test.mean, test.std)})
     return {"protocol": protocol.describe(), "seed": seed, "rows": rows}
 

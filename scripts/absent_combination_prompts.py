@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"{len(lines)} prompts for {len(lines) // args.per_combination} absent combinations -> {args.out}")
+    print(f"{len(lines)} prompts -> {args.out}")
     return 0
 
 

@@ -162,6 +162,7 @@ def test_evaluate_splits_mm_dist_fid_and_reward_by_seen_and_unseen_combinations(
                                                           rel=1e-5)
         assert gen[f"reward ({g})"][0] == pytest.approx(np.mean([len(test.motions[i]) for i in idx]))
         assert f"FID ({g})" in real and f"MM-Dist ({g})" in real
+    assert gen["reward"][0] == pytest.approx(np.mean([len(m) for m in test.motions]))  # weighted from the groups
     assert gen["FID (seen)"][0] == pytest.approx(0.0, abs=1e-6) and gen["FID (unseen)"][0] > 0.01
     assert gen["MM-Dist (seen)"][0] == pytest.approx(real["MM-Dist (seen)"][0], rel=1e-5)
     n_u = test.groups.count("unseen")

@@ -65,13 +65,13 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
             "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
 
 
-
 def combination_groups(info: dict[str, Any], names: Sequence[str]) -> list[str]:
     """"unseen" for each motion whose (content, style) combination training never shows (listed in
     test_unseen.txt or flagged `unseen_combo` in labels.json), else "seen"; `info` from load_dataset_info."""
     unseen = set(info["splits"].get("test_unseen", []))
     unseen |= {n for n, lab in (info["labels"] or {}).items() if lab.get("unseen_combo")}
     return ["unseen" if n in unseen else "seen" for n in names]
+
 
 def _read_utf8(path: Path) -> str:
     """A dataset text file (split list, captions, JSON); UserError naming it when it is not UTF-8."""
