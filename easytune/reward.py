@@ -182,6 +182,25 @@ class RewardScorer:
         return display_score(self(features, texts, None, mask=mask)).cpu().tolist()
 
 
+class MeanReward:
+    """Several reward functions as one: the mean of their (B,) scores. An ensemble of reward models trained
+    apart keeps a fine-tune from climbing one model's idiosyncrasies (Coste et al. 2024, "Reward model
+    ensembles help mitigate overoptimization")."""
+
+    def __init__(self, members: Sequence[RewardFn]):
+        if not members:
+            raise UserError("an ensemble needs at least one reward")
+        self.members = list(members)
+
+    def __call__(self, features: torch.Tensor, texts: Sequence[str], timestep: torch.Tensor | None = None,
+                 *, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.stack([m(features, texts, timestep, mask=mask) for m in self.members]).mean(0)
+
+    @torch.no_grad()
+    def score(self, features: torch.Tensor, texts: Sequence[str], mask: torch.Tensor | None = None) -> list[float]:
+        return display_score(self(features, texts, None, mask=mask)).cpu().tolist()
+
+
 def load_reward_model(name_or_path: str, device: str | torch.device | None = None):
     """(RewardModel on `device` in eval mode, Checkpoint) from a reward checkpoint name or folder."""
     from easytune.checkpoints import load_checkpoint, load_weights

@@ -395,6 +395,33 @@ def test_bad_settings_and_mismatched_reward_are_refused(ckpts, tmp_path, text_en
         H.setup(_cfg(ckpts, tmp_path, reward=str(other)), text_encoder)
 
 
+def test_reward_ensemble_is_the_mean_of_its_members_and_each_must_fit(ckpts, tmp_path, text_encoder):
+    from easytune import reward as R
+    second = tmp_path / "reward_b"
+    torch.manual_seed(7)  # a second model trained apart: other weights, same dataset and normalization
+    R.save_reward_checkpoint(second, RewardModel(R.model_preset("tiny", True)), train_config=R.RewardTrainConfig(),
+                             mean=R.load_reward_model(str(ckpts / "reward"), "cpu")[1].state["mean"],
+                             std=R.load_reward_model(str(ckpts / "reward"), "cpu")[1].state["std"],
+                             dataset_info={"stamp": "toy-v1"}, meta={})
+    run = H.setup(_cfg(ckpts, tmp_path, reward_ensemble=str(second)), text_encoder)
+    assert isinstance(run.reward, R.MeanReward) and len(run.reward.members) == 2
+    x = torch.randn(3, 30, 263, requires_grad=True)
+    texts = PROMPTS[:3]
+    a, b = (m(x, texts, None) for m in run.reward.members)
+    assert not torch.allclose(a, b)  # two different models, so the mean is not either one
+    torch.testing.assert_close(run.reward(x, texts, None), (a + b) / 2)
+    run.reward(x, texts, None).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0  # differentiable through both members
+    trajectory(run, 0)  # a whole EasyTune trajectory runs on the ensemble
+    with pytest.raises(UserError, match="repeats a reward model"):
+        H.setup(_cfg(ckpts, tmp_path, reward_ensemble=str(ckpts / "reward")), text_encoder)
+    other = tmp_path / "reward_other"
+    R.save_reward_checkpoint(other, RewardModel(R.model_preset("tiny", True)), train_config=R.RewardTrainConfig(),
+                             dataset_info={"stamp": "other-v2"}, meta={})
+    with pytest.raises(UserError, match="trained on dataset other-v2"):
+        H.setup(_cfg(ckpts, tmp_path, reward_ensemble=f"{second},{other}"), text_encoder)
+
+
 def test_selection_rule_keeps_realism_and_diversity_then_takes_alignment():
     from easytune.finetune.select import choose
 

@@ -84,6 +84,7 @@ class FinetuneConfig:
     variant: Literal["step", "chain"] = field(default="step", metadata={"help": "step: update in place, later steps use new weights; chain: a frozen sampling copy per trajectory"})
     # --- objective ---
     reward_weight: float = field(default=1.0, metadata={"help": "lambda: loss = -lambda * mean reward + guards"})
+    reward_ensemble: str = field(default="", metadata={"help": "more reward-model checkpoints, comma-separated: the reward becomes the mean of every model's score (--reward first), so no one model's blind spots decide the gradient; each must fit the base like --reward"})
     reward_timestep: bool = field(default=False, metadata={"help": "give the reward model the step's timestep (it was trained on noisy x_t with a timestep token)"})
     base_penalty: float = field(default=0.0, metadata={"help": "weight of the mean squared difference between tuned and frozen base guided x0 at the same x_t"})
     skate_weight: float = field(default=0.0, metadata={"help": "weight of the foot-skating penalty (m/s of sliding in contact)"})
@@ -150,9 +151,18 @@ class FinetuneConfig:
             raise UserError("anchor_steps are EasyTune's with k > 0: they take the steps outside its optimized set")
         if self.anchor_steps and not (self.base_penalty or self.diversity_weight):
             raise UserError("anchor_steps hold steps near the base: set base_penalty or diversity_weight")
+        self.ensemble_members()
         if self.variant == "chain" and self.method != "easytune":
             raise UserError(f"variant 'chain' is EasyTune's; {self.method} makes one update per trajectory, "
                             f"use variant 'step'")
+
+    def ensemble_members(self) -> list[str]:
+        """The reward checkpoints besides --reward (empty: --reward alone)."""
+        members = [m.strip() for m in self.reward_ensemble.split(",") if m.strip()]
+        if self.reward in members or len(set(members)) < len(members):
+            raise UserError(f"reward_ensemble repeats a reward model ({self.reward_ensemble!r}, --reward "
+                            f"{self.reward!r}); name each model once")
+        return members
 
     def lora(self):
         from easytune.finetune.lora import LoraSettings
@@ -428,7 +438,7 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
     from easytune.device import pick_device
     from easytune.finetune.lora import add_lora
     from easytune.generate import _trainable_copy, load_base
-    from easytune.reward import RewardScorer, load_reward_model
+    from easytune.reward import MeanReward, RewardScorer, load_reward_model
 
     from easytune.distributed import broadcast_parameters, init, local_device
 
@@ -442,9 +452,12 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
 
         text_encoder = load_text_encoder(device)
     bundle = load_base(cfg.base, device, text_encoder=text_encoder)
-    reward_model, reward_ckpt = load_reward_model(cfg.reward, device)
-    check_reward_fits(bundle, reward_ckpt, reward_model)
-    reward = RewardScorer(reward_model, text_encoder)
+    scorers = []
+    for name in [cfg.reward] + cfg.ensemble_members():
+        reward_model, reward_ckpt = load_reward_model(name, device)
+        check_reward_fits(bundle, reward_ckpt, reward_model)
+        scorers.append(RewardScorer(reward_model, text_encoder))
+    reward = scorers[0] if len(scorers) == 1 else MeanReward(scorers)
     model = _trainable_copy(bundle.denoiser)
     model.requires_grad_(True)
     if cfg.lora_rank:
