@@ -370,6 +370,51 @@ def load_test_set(data: str, split: str, mean: np.ndarray | None, std: np.ndarra
     return TestSet(motions, captions, labels, m, s, names, combination_groups(load_dataset_info(data), names))
 
 
+def composition_set(data: str, per_combination: int = 2, seed: int = 0) -> tuple[list[str], list[tuple], list[int]]:
+    """(captions, (content, style) labels, lengths in frames) for the combinations no motion of the dataset has
+    (`absent_combinations`), `per_combination` captions each from the held-out caption templates (so they differ from
+    the training templates of `--extra-prompts` files), each at the median length of its content's training motions
+    (6 s for a content with none). Empty when the dataset has no labels or no absent combination.
+
+    R-Precision and MM-Dist need only captions and generated motions, so these compositions, which no real motion
+    shows, can still be scored: a view of unseen combinations that does not touch the test split."""
+    from easytune.motion.captions import TEMPLATES, sample_captions
+    from easytune.motion.dataset import absent_combinations, load_dataset_info
+
+    info = load_dataset_info(data)
+    labels = info["labels"] or {}
+    held_out = sorted(set((info["info"] or {}).get("heldout_templates", [])))
+    templates = held_out or list(range(len(TEMPLATES)))
+    frames: dict[str, list[int]] = {}
+    for v in labels.values():
+        if v.get("split") == "train" and "frames" in v:
+            frames.setdefault(v["content"], []).append(int(v["frames"]))
+    captions, keys, lengths = [], [], []
+    for c, s in absent_combinations(labels) if labels else []:
+        n = int(np.median(frames[c])) if c in frames else 120
+        for _, cap in sample_captions(c, s, templates, per_combination, f"probe{seed}:{c}:{s}"):
+            captions.append(cap)
+            keys.append((c, s))
+            lengths.append(n)
+    return captions, keys, lengths
+
+
+def composition_metrics(embedder: Any, captions: Sequence[str], keys: Sequence[tuple], lengths: Sequence[int],
+                        generate: Generator, cache: MotionCache | None, protocol: Protocol,
+                        seed: int = 0) -> dict[str, float]:
+    """The evaluator's MM-Dist (and R-Precision top-1, when there are a batch's worth of combinations) of generated
+    motions for a `composition_set`; keys end in "(absent)"."""
+    make = lambda: generate(captions, lengths, seed, protocol.steps)  # noqa: E731
+    motions = cache.get_or_make("absent", seed, captions, lengths, make) if cache else make()
+    _check_generated(motions, lengths)
+    text_emb, motion_emb = embedder.texts(list(captions)), embedder.motions(motions)
+    out = {"MM-Dist (absent)": metrics.mm_dist(text_emb, motion_emb)}
+    if len(set(keys)) >= protocol.r_batch:
+        out["R-Precision top-1 (absent)"] = float(metrics.r_precision(text_emb, motion_emb, list(keys), 1,
+                                                                      protocol.r_batch, seed)[0])
+    return out
+
+
 def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, dataset_stamp: str | None = None,
                          chunk: int = 32) -> tuple[Generator, Path]:
     """(Generator, checkpoint folder) over a base checkpoint (easytune.generate); the generator returns

@@ -17,11 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def absent_combinations(labels: dict) -> list[tuple[str, str]]:
-    present = {(v["content"], v["style"]) for v in labels.values()}
-    contents = sorted({c for c, _ in present})
-    styles = sorted({s for _, s in present})
-    return [(c, s) for c in contents for s in styles if (c, s) not in present]
+from easytune.motion.dataset import absent_combinations  # noqa: E402  (re-exported: the combinations themselves)
 
 
 def prompts(data: str, per_combination: int, seed: int = 0) -> list[str]:

@@ -275,6 +275,8 @@ CASES: list[tuple[list[str], str]] = [
     (["finetune", "--batch-size", "0", "--data", D], "batch_size must be an integer from 1 to 256"),
     (["finetune", "select", "--config", "bad.json"], "not valid JSON"),
     (["finetune", "select", "--seed", "-3"], r"'seed' must be an integer in \[0, "),
+    (["finetune", "select", "--composition", "51"], "composition must be an integer from 0 .off. to 50"),
+    (["finetune", "--reward-ensemble", "reward"], "repeats a reward model"),
     (["study", "create", "bad.yaml", "--db", "s.sqlite", "--media", "m"], r"bad\.yaml is not valid YAML"),
     (["study", "create", "missing.yaml", "--db", "s.sqlite", "--media", "m"], "missing.yaml does not exist"),
     (["study", "results", "nope", "--db", "s.sqlite"], "no study database at s.sqlite"),

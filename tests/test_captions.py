@@ -130,18 +130,11 @@ def test_absent_combination_prompts_cover_only_combinations_no_motion_has(tmp_pa
     assert (tmp_path / "p.txt").read_text().splitlines() == caps
 
 
-def test_composition_probe_captions_absent_combinations_with_held_out_templates(monkeypatch):
-    import importlib.util
-    from pathlib import Path
-
+def test_composition_set_captions_absent_combinations_with_held_out_templates(monkeypatch):
+    from easytune.evaluate import composition_set
     from easytune.motion import dataset as D
-    from easytune.motion.captions import TEMPLATES, sample_captions
+    from easytune.motion.captions import sample_captions
 
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))
-    spec = importlib.util.spec_from_file_location("composition_probe", scripts / "composition_probe.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     labels = {"m1": {"content": "walk", "style": "happy", "split": "train", "frames": 80},
               "m2": {"content": "walk", "style": "sad", "split": "train", "frames": 120},
               "m4": {"content": "walk", "style": "elderly", "split": "val", "frames": 500},  # not a training length
@@ -149,13 +142,15 @@ def test_composition_probe_captions_absent_combinations_with_held_out_templates(
     held_out = [2, 3]
     info = {"labels": labels, "info": {"heldout_templates": held_out}}
     monkeypatch.setattr(D, "load_dataset_info", lambda data: info)
-    captions, keys, lengths = mod.probe_set("toy", per_combination=2)
+    captions, keys, lengths = composition_set("toy", per_combination=2)
     # walk x {happy, sad, elderly} and bow x sad have motions; bow x happy and bow x elderly do not
     assert sorted(set(keys)) == [("bow", "elderly"), ("bow", "happy")] and len(captions) == 4
     assert lengths == [120] * 4  # no training motion of bow: the default 6 s
     assert all(c in {cap for _, cap in sample_captions(k[0], k[1], held_out, 8, f"probe0:{k[0]}:{k[1]}")}
                for c, k in zip(captions, keys))  # held-out templates only
+    assert composition_set("toy", per_combination=2) == (captions, keys, lengths)  # reproducible
     labels["m5"] = {"content": "bow", "style": "sad", "split": "train", "frames": 70}
     labels["m6"] = {"content": "bow", "style": "sad", "split": "train", "frames": 90}
-    assert mod.probe_set("toy", per_combination=1)[2] == [80, 80]  # the median of bow's training lengths
-    assert len(TEMPLATES) > max(held_out)
+    assert composition_set("toy", per_combination=1)[2] == [80, 80]  # the median of bow's training lengths
+    info["labels"] = {}
+    assert composition_set("toy") == ([], [], [])  # no labels: no probe

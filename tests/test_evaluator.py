@@ -307,3 +307,32 @@ def test_fid_floor_extrapolates_to_two_independent_sets_of_the_full_size():
     assert abs(floor["FID"] - fresh) < 0.25 * fresh, (floor, fresh)
     assert half > 1.5 * fresh  # the real row's half-vs-half reads about twice the floor
     assert abs(floor["intercept"]) < 0.5 * fresh
+
+
+def test_composition_metrics_score_generated_motions_against_their_captions_only(tmp_path):
+    test = _toy_test_set()
+    emb = V.Embedder(tiny_evaluator(), HashTextEncoder())
+    protocol = E.Protocol("t", replications=1, steps=None, mm_texts=4, mm_repeats=3, mm_pairs=3)
+    captions = [caps[0] for caps in test.captions]
+    keys, lengths = test.labels, [len(m) for m in test.motions]
+    calls = []
+
+    def matching(texts, lengths, seed, steps):  # each caption's own motion
+        calls.append(len(texts))
+        by_caption = {caps[0]: m for caps, m in zip(test.captions, test.motions)}
+        return [by_caption[t][:n] for t, n in zip(texts, lengths)]
+
+    cache = E.MotionCache(tmp_path, "hash123", protocol.name)
+    good = E.composition_metrics(emb, captions, keys, lengths, matching, cache, protocol)
+    again = E.composition_metrics(emb, captions, keys, lengths, matching, cache, protocol)
+    assert calls == [80] and again == good  # served from the cache the second time
+    t, m = emb.texts(captions), emb.motions(test.motions)
+    assert good["MM-Dist (absent)"] == pytest.approx(metrics.mm_dist(t, m))
+    assert good["R-Precision top-1 (absent)"] == pytest.approx(metrics.r_precision(t, m, keys, 1, protocol.r_batch, 0)[0])
+    shifted = lambda texts, lengths, seed, steps: matching(texts[1:] + texts[:1], lengths[1:] + lengths[:1], seed, steps)  # noqa: E731
+    worse = E.composition_metrics(emb, captions, keys, lengths, shifted, None, protocol)
+    m_shifted = emb.motions(test.motions[1:] + test.motions[:1])
+    assert worse["MM-Dist (absent)"] == pytest.approx(metrics.mm_dist(t, m_shifted))  # caption i against motion i
+    assert worse["MM-Dist (absent)"] != pytest.approx(good["MM-Dist (absent)"])
+    few = E.composition_metrics(emb, captions[:10], keys[:10], lengths[:10], matching, None, protocol)
+    assert set(few) == {"MM-Dist (absent)"}  # fewer combinations than an R-Precision batch: MM-Dist only

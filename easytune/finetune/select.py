@@ -8,6 +8,10 @@ with the cpu protocol's metrics, one replication and the same seed for every sna
     stay within `mm_keep` x and `skate_slack` x of the base's, take the best R-Precision top-1
     (ties: the lower MM-Dist); if none qualifies, the base: the run did not improve it.
 
+Beside the rule, not in it: with `--composition N` (default 2) each snapshot's MM-Dist on captions of the
+content-style combinations no motion of the dataset has (`easytune.evaluate.composition_set`, N captions each), the
+one view of unseen compositions that does not touch the test split ("MM-Dist (absent)").
+
 It writes RUN_DIR/selection.json and selection.md (a row per snapshot, the chosen one marked) and a
 PNG of the run (training reward, held-out reward and the selection metrics against trajectories).
 """
@@ -36,6 +40,7 @@ class SelectConfig:
     replications: int = field(default=1, metadata={"help": "replications per snapshot"})
     mm_keep: float = field(default=0.9, metadata={"help": "MultiModality must stay >= this x the base's"})
     skate_slack: float = field(default=1.0, metadata={"help": "foot skating must stay <= this x the base's"})
+    composition: int = field(default=2, metadata={"help": "captions per content-style combination no motion has, for the reported MM-Dist (absent) column, not used by the rule (0 = off)"})
     cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
 
@@ -66,10 +71,14 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
 
     if cfg.split == "test" or cfg.split.startswith("test_"):
         raise UserError("selection must not look at the test split; use --split val")
+    if isinstance(cfg.composition, bool) or not isinstance(cfg.composition, int) or not 0 <= cfg.composition <= 50:
+        raise UserError(f"composition must be an integer from 0 (off) to 50 captions per combination, "
+                        f"got {cfg.composition!r}")
     run = Path(cfg.run)
     snaps = snapshots(run)
     if snaps[0][0] != 0:
         raise UserError(f"{run} has no step-0 snapshot (the base's row the rule compares with)")
+    probe = composition_probe(cfg)
     rows = []
     for step, path in snaps:
         res = evaluate(EvaluateConfig(checkpoint=str(path), evaluator=cfg.evaluator, data=cfg.data, split=cfg.split,
@@ -77,6 +86,8 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
                                       out=str(run / "selection" / path.name), device=cfg.device))
         gen = res["summary"]["generated"]
         rows.append({"step": step, "checkpoint": str(path), **{m: gen[m][0] for m in METRICS}})
+        if probe:
+            rows[-1]["MM-Dist (absent)"] = probe(str(path))
     pick = choose(rows, cfg.mm_keep, cfg.skate_slack)
     result = {"rule": __doc__.split("The rule:")[1].split("It writes")[0].strip(), "split": cfg.split,
               "rows": rows, "chosen": pick, "chosen_step": rows[pick]["step"],
@@ -88,10 +99,33 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
     return result
 
 
+def composition_probe(cfg: SelectConfig) -> Any:
+    """checkpoint -> its MM-Dist (absent) (see the module docstring), or None: off, or no absent combination."""
+    from easytune import evaluate as E
+    from easytune.device import pick_device
+    from easytune.evaluator import Embedder, load_evaluator
+
+    if not cfg.composition:
+        return None
+    captions, keys, lengths = E.composition_set(cfg.data, cfg.composition, cfg.seed)
+    if not captions:
+        return None
+    device = pick_device(cfg.device)
+    model, ckpt = load_evaluator(cfg.evaluator, device)
+    embedder = Embedder(model, None)
+    protocol = E.protocol_for("cpu", replications=1)
+
+    def probe(checkpoint: str) -> float:
+        gen, cache = E.cached_generator(checkpoint, str(device), None, protocol, cfg.cache, ckpt.dataset.get("stamp"))
+        return E.composition_metrics(embedder, captions, keys, lengths, gen, cache, protocol, cfg.seed)["MM-Dist (absent)"]
+    return probe
+
+
 def format_rows(rows: list[dict[str, Any]], pick: int) -> str:
-    lines = ["| trajectories | " + " | ".join(METRICS) + " | |", "|---" * (len(METRICS) + 2) + "|"]
+    columns = METRICS + tuple(k for k in ("MM-Dist (absent)",) if all(k in r for r in rows))
+    lines = ["| trajectories | " + " | ".join(columns) + " | |", "|---" * (len(columns) + 2) + "|"]
     for i, r in enumerate(rows):
-        cells = [f"{r[m]:.3f}" if abs(r[m]) < 10 else f"{r[m]:.1f}" for m in METRICS]
+        cells = [f"{r[m]:.3f}" if abs(r[m]) < 10 else f"{r[m]:.1f}" for m in columns]
         lines.append(f"| {r['step']} | " + " | ".join(cells) + f" | {'**chosen**' if i == pick else ''} |")
     return "\n".join(lines)
 

@@ -73,6 +73,15 @@ def combination_groups(info: dict[str, Any], names: Sequence[str]) -> list[str]:
     return ["unseen" if n in unseen else "seen" for n in names]
 
 
+def absent_combinations(labels: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (content, style) pair of the labels' contents and styles that no motion of any split carries, sorted.
+    None of them is one of the test split's held-out combinations: those have motions."""
+    present = {(v["content"], v["style"]) for v in labels.values()}
+    contents = sorted({c for c, _ in present})
+    styles = sorted({s for _, s in present})
+    return [(c, s) for c in contents for s in styles if (c, s) not in present]
+
+
 def _read_utf8(path: Path) -> str:
     """A dataset text file (split list, captions, JSON); UserError naming it when it is not UTF-8."""
     try:
