@@ -276,6 +276,7 @@ CASES: list[tuple[list[str], str]] = [
     (["finetune", "select", "--config", "bad.json"], "not valid JSON"),
     (["finetune", "select", "--seed", "-3"], r"'seed' must be an integer in \[0, "),
     (["finetune", "select", "--composition", "51"], "composition must be an integer from 0 .off. to 50"),
+    (["finetune", "select", "--rule", "composition", "--composition", "0"], "needs the MM-Dist .absent. column"),
     (["finetune", "--reward-ensemble", "reward"], "repeats a reward model"),
     (["study", "create", "bad.yaml", "--db", "s.sqlite", "--media", "m"], r"bad\.yaml is not valid YAML"),
     (["study", "create", "missing.yaml", "--db", "s.sqlite", "--media", "m"], "missing.yaml does not exist"),

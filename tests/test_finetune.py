@@ -435,6 +435,15 @@ def test_selection_rule_keeps_realism_and_diversity_then_takes_alignment():
     rows = [base, row(50, 0.85, 1.5, 0.95, 0.14), row(100, 0.90, 1.9, 0.92, 0.15, 2.9),
             row(150, 0.90, 1.2, 0.95, 0.1, 2.8)]
     assert choose(rows, 0.9, 1.0) == 3  # best R@1, tie broken by the lower MM-Dist
+    for r, absent in zip(rows, (6.0, 5.5, 5.6, 5.9)):
+        r["MM-Dist (absent)"] = absent
+    rows.append(row(200, 0.895, 1.1, 0.95, 0.1))
+    rows[-1]["MM-Dist (absent)"] = 5.7
+    # composition: R@1 within 0.01 of the best qualifying (0.90): steps 100, 150, 200; the lowest absent MM-Dist
+    assert choose(rows, 0.9, 1.0, "composition", 0.01) == 2
+    assert choose(rows, 0.9, 1.0, "composition", 0.0) == 2  # 100 and 150 tie on R@1; 100 composes better
+    assert choose(rows, 0.9, 1.0, "composition", 0.1) == 1  # step 50 (R@1 0.85) now close enough, and lowest
+    assert choose([base, row(50, 0.95, 2.5, 1.0, 0.1)], 0.9, 1.0, "composition") == 0  # nothing qualifies: the base
 
 
 def test_run_plot_and_selection_refuse_test_split(ckpts, tmp_path, text_encoder):

@@ -8,11 +8,15 @@ with the cpu protocol's metrics, one replication and the same seed for every sna
     stay within `mm_keep` x and `skate_slack` x of the base's, take the best R-Precision top-1
     (ties: the lower MM-Dist); if none qualifies, the base: the run did not improve it.
 
-Beside the rule, not in it: with `--composition N` (default 2) each snapshot's MM-Dist on captions of the
+`--rule composition` (an experiment, docs/recipes/README.md "Rule B"): among the same qualifying snapshots, those
+whose R-Precision top-1 is within `r1_slack` of the best of them; of these, the lowest MM-Dist (absent) (below).
+
+Beside the default rule, not in it: with `--composition N` (default 2) each snapshot's MM-Dist on captions of the
 content-style combinations no motion of the dataset has (`easytune.evaluate.composition_set`, N captions each), the
 one view of unseen compositions that does not touch the test split ("MM-Dist (absent)").
 
-It writes RUN_DIR/selection.json and selection.md (a row per snapshot, the chosen one marked) and a
+It writes RUN_DIR/selection.json and selection.md (selection_composition.* under `--rule composition`; a row per
+snapshot, the chosen one marked) and a
 PNG of the run (training reward, held-out reward and the selection metrics against trajectories).
 """
 
@@ -23,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from easytune.errors import UserError
 
@@ -40,6 +44,8 @@ class SelectConfig:
     replications: int = field(default=1, metadata={"help": "replications per snapshot"})
     mm_keep: float = field(default=0.9, metadata={"help": "MultiModality must stay >= this x the base's"})
     skate_slack: float = field(default=1.0, metadata={"help": "foot skating must stay <= this x the base's"})
+    rule: Literal["default", "composition"] = field(default="default", metadata={"help": "default: best R@1 among the qualifying snapshots; composition: of those within r1_slack of it, the lowest MM-Dist (absent)"})
+    r1_slack: float = field(default=0.01, metadata={"help": "--rule composition: R@1 margin below the best that still qualifies"})
     composition: int = field(default=2, metadata={"help": "captions per content-style combination no motion has, for the reported MM-Dist (absent) column, not used by the rule (0 = off)"})
     cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
@@ -53,7 +59,8 @@ def snapshots(run: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def choose(rows: list[dict[str, Any]], mm_keep: float, skate_slack: float) -> int:
+def choose(rows: list[dict[str, Any]], mm_keep: float, skate_slack: float, rule: str = "default",
+           r1_slack: float = 0.01) -> int:
     """Index of the chosen row (rows[0] is the base) by the rule in the module docstring."""
     base = rows[0]
     ok = [i for i, r in enumerate(rows) if i > 0 and r["FID"] <= base["FID"]
@@ -61,6 +68,10 @@ def choose(rows: list[dict[str, Any]], mm_keep: float, skate_slack: float) -> in
           and r["foot_skating"] <= skate_slack * base["foot_skating"]]
     if not ok:
         return 0
+    if rule == "composition":
+        best = max(rows[i]["R-Precision top-1"] for i in ok)
+        near = [i for i in ok if rows[i]["R-Precision top-1"] >= best - r1_slack]
+        return min(near, key=lambda i: (rows[i]["MM-Dist (absent)"], -rows[i]["R-Precision top-1"]))
     return max(ok, key=lambda i: (rows[i]["R-Precision top-1"], -rows[i]["MM-Dist"]))
 
 
@@ -71,6 +82,12 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
 
     if cfg.split == "test" or cfg.split.startswith("test_"):
         raise UserError("selection must not look at the test split; use --split val")
+    if cfg.rule not in ("default", "composition"):
+        raise UserError(f"rule must be 'default' or 'composition', got {cfg.rule!r}")
+    if cfg.rule == "composition" and not cfg.composition:
+        raise UserError("--rule composition needs the MM-Dist (absent) column: set --composition to 1 or more")
+    if not 0.0 <= float(cfg.r1_slack) <= 1.0:
+        raise UserError(f"r1_slack must be in [0, 1], got {cfg.r1_slack}")
     if isinstance(cfg.composition, bool) or not isinstance(cfg.composition, int) or not 0 <= cfg.composition <= 50:
         raise UserError(f"composition must be an integer from 0 (off) to 50 captions per combination, "
                         f"got {cfg.composition!r}")
@@ -88,12 +105,17 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
         rows.append({"step": step, "checkpoint": str(path), **{m: gen[m][0] for m in METRICS}})
         if probe:
             rows[-1]["MM-Dist (absent)"] = probe(str(path))
-    pick = choose(rows, cfg.mm_keep, cfg.skate_slack)
-    result = {"rule": __doc__.split("The rule:")[1].split("It writes")[0].strip(), "split": cfg.split,
+    if cfg.rule == "composition" and not all("MM-Dist (absent)" in r for r in rows):
+        raise UserError(f"--rule composition needs the MM-Dist (absent) column, and {cfg.data} has no content-style "
+                        f"combination without a motion (or no labels)")
+    pick = choose(rows, cfg.mm_keep, cfg.skate_slack, cfg.rule, cfg.r1_slack)
+    suffix = "" if cfg.rule == "default" else "_composition"
+    result = {"rule": __doc__.split("The rule:")[1].split("Beside the default rule")[0].strip(), "rule_used": cfg.rule,
+              "split": cfg.split,
               "rows": rows, "chosen": pick, "chosen_step": rows[pick]["step"],
               "chosen_checkpoint": rows[pick]["checkpoint"]}
-    write_json(run / "selection.json", result)
-    write_text(run / "selection.md", format_rows(rows, pick) + "\n")
+    write_json(run / f"selection{suffix}.json", result)
+    write_text(run / f"selection{suffix}.md", format_rows(rows, pick) + "\n")
     plot_run(run, run / "run.png", rows)
     print(format_rows(rows, pick))
     return result
