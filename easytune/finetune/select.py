@@ -46,7 +46,7 @@ class SelectConfig:
     skate_slack: float = field(default=1.0, metadata={"help": "foot skating must stay <= this x the base's"})
     rule: Literal["default", "composition"] = field(default="default", metadata={"help": "default: best R@1 among the qualifying snapshots; composition: of those within r1_slack of it, the lowest MM-Dist (absent)"})
     r1_slack: float = field(default=0.01, metadata={"help": "--rule composition: R@1 margin below the best that still qualifies"})
-    composition: int = field(default=2, metadata={"help": "captions per content-style combination no motion has, for the reported MM-Dist (absent) column, not used by the rule (0 = off)"})
+    composition: int = field(default=2, metadata={"help": "captions per content-style combination no motion has, for the MM-Dist (absent) column (used only by --rule composition; 0 = off)"})
     cache: str = field(default=".cache/evaluate", metadata={"help": "generated-motion cache"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
 
