@@ -390,7 +390,7 @@ def composition_set(data: str, per_combination: int = 2, seed: int = 0) -> tuple
         if v.get("split") == "train" and "frames" in v:
             frames.setdefault(v["content"], []).append(int(v["frames"]))
     captions, keys, lengths = [], [], []
-    for c, s in absent_combinations(labels) if labels else []:
+    for c, s in absent_combinations(labels):
         n = int(np.median(frames[c])) if c in frames else 120
         for _, cap in sample_captions(c, s, templates, per_combination, f"probe{seed}:{c}:{s}"):
             captions.append(cap)

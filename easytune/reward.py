@@ -196,10 +196,6 @@ class MeanReward:
                  *, mask: torch.Tensor | None = None) -> torch.Tensor:
         return torch.stack([m(features, texts, timestep, mask=mask) for m in self.members]).mean(0)
 
-    @torch.no_grad()
-    def score(self, features: torch.Tensor, texts: Sequence[str], mask: torch.Tensor | None = None) -> list[float]:
-        return display_score(self(features, texts, None, mask=mask)).cpu().tolist()
-
 
 def load_reward_model(name_or_path: str, device: str | torch.device | None = None):
     """(RewardModel on `device` in eval mode, Checkpoint) from a reward checkpoint name or folder."""
