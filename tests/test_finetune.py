@@ -446,7 +446,7 @@ def test_selection_rule_keeps_realism_and_diversity_then_takes_alignment():
     assert choose([base, row(50, 0.95, 2.5, 1.0, 0.1)], 0.9, 1.0, "composition") == 0  # nothing qualifies: the base
 
 
-def test_run_plot_and_selection_refuse_test_split(ckpts, tmp_path, text_encoder):
+def test_run_plot_and_selection_refuse_test_split(ckpts, tmp_path, text_encoder, monkeypatch):
     from easytune.finetune import select as S
 
     cfg = _cfg(ckpts, tmp_path, trajectories=2, val_every=1)
@@ -458,6 +458,12 @@ def test_run_plot_and_selection_refuse_test_split(ckpts, tmp_path, text_encoder)
     assert png.stat().st_size > 5000
     with pytest.raises(UserError, match="test split"):
         S.main(S.SelectConfig(run=str(run), split="test"))
+    # a dataset with no content-style combination lacking a motion: refused before any snapshot is evaluated
+    import easytune.evaluate as E
+    monkeypatch.setattr(E, "composition_set", lambda *a, **k: ([], [], []))
+    monkeypatch.setattr(E, "main", lambda *a, **k: pytest.fail("evaluated a snapshot before refusing"))
+    with pytest.raises(UserError, match=r"no content-style combination without a motion"):
+        S.main(S.SelectConfig(run=str(run), rule="composition", device="cpu"))
 
 
 def test_evaluate_reads_a_lora_checkpoint_and_reports_reward(ckpts, tmp_path, text_encoder):

@@ -96,6 +96,9 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
     if snaps[0][0] != 0:
         raise UserError(f"{run} has no step-0 snapshot (the base's row the rule compares with)")
     probe = composition_probe(cfg)
+    if cfg.rule == "composition" and probe is None:  # refuse before evaluating any snapshot
+        raise UserError(f"--rule composition needs the MM-Dist (absent) column, and {cfg.data} has no content-style "
+                        f"combination without a motion (or no labels)")
     rows = []
     for step, path in snaps:
         res = evaluate(EvaluateConfig(checkpoint=str(path), evaluator=cfg.evaluator, data=cfg.data, split=cfg.split,
@@ -105,9 +108,6 @@ def main(cfg: SelectConfig) -> dict[str, Any]:
         rows.append({"step": step, "checkpoint": str(path), **{m: gen[m][0] for m in METRICS}})
         if probe:
             rows[-1]["MM-Dist (absent)"] = probe(str(path))
-    if cfg.rule == "composition" and not all("MM-Dist (absent)" in r for r in rows):
-        raise UserError(f"--rule composition needs the MM-Dist (absent) column, and {cfg.data} has no content-style "
-                        f"combination without a motion (or no labels)")
     pick = choose(rows, cfg.mm_keep, cfg.skate_slack, cfg.rule, cfg.r1_slack)
     suffix = "" if cfg.rule == "default" else "_composition"
     result = {"rule": __doc__.split("The rule:")[1].split("Beside the default rule")[0].strip(), "rule_used": cfg.rule,
