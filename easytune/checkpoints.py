@@ -181,13 +181,32 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], *, sou
     return kept
 
 
-def check_dataset(ckpt: Checkpoint, stamp: str | None) -> None:
-    """Refuse to use a checkpoint with a dataset other than the one it was trained on."""
-    have = ckpt.dataset.get("stamp")
-    if stamp is not None and have is not None and have != stamp:
-        raise UserError(f"checkpoint {ckpt.path} was trained on dataset {have}, but the dataset given has "
-                        f"stamp {stamp}; its Mean/Std and labels would not match. Use the same dataset or "
-                        f"retrain.")
+def same_dataset(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two dataset records ({"stamp", "content_stamp"}, as checkpoints and load_dataset_info hold them)
+    name the same dataset: equal byte stamps, or equal content stamps (the byte stamp also hashes float files
+    whose last bits differ between CPUs; easytune.motion.dataset.content_stamp). Unknown (None) matches anything."""
+    a, b = a or {}, b or {}
+    if not a.get("stamp") or not b.get("stamp") or a["stamp"] == b["stamp"]:
+        return True
+    return bool(a.get("content_stamp")) and a.get("content_stamp") == b.get("content_stamp")
+
+
+def check_dataset(ckpt: Checkpoint, dataset: str | dict[str, Any] | None) -> None:
+    """Refuse to use a checkpoint with a dataset other than the one it was trained on. `dataset` is a stamp, or a
+    record {"stamp", "content_stamp", optional "mean"/"std"}: when only the content stamps match, the checkpoint's
+    Mean/Std (if it keeps them) must equal the dataset's too."""
+    record = {"stamp": dataset} if isinstance(dataset, str) or dataset is None else dataset
+    if not same_dataset(ckpt.dataset, record):
+        raise UserError(f"checkpoint {ckpt.path} was trained on dataset {ckpt.dataset.get('stamp')}, but the dataset "
+                        f"given has stamp {record.get('stamp')}; its Mean/Std and labels would not match. Use the same "
+                        f"dataset or retrain.")
+    if ckpt.dataset.get("stamp") != record.get("stamp") and "mean" in ckpt.state and record.get("mean") is not None:
+        import numpy as np
+
+        for key in ("mean", "std"):
+            if not np.allclose(ckpt.state[key].float().cpu().numpy(), np.asarray(record[key]), atol=1e-5):
+                raise UserError(f"checkpoint {ckpt.path} and the dataset given (stamp {record.get('stamp')}) have "
+                                f"the same labels and captions but a different {key.capitalize()}; retrain on it.")
 
 
 def file_hash(path: str | os.PathLike, length: int = 16) -> str:

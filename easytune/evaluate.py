@@ -415,8 +415,8 @@ def composition_metrics(embedder: Any, captions: Sequence[str], keys: Sequence[t
     return out
 
 
-def checkpoint_generator(checkpoint: str, device: str, guidance: float | None, dataset_stamp: str | None = None,
-                         chunk: int = 32) -> tuple[Generator, Path]:
+def checkpoint_generator(checkpoint: str, device: str, guidance: float | None,
+                         dataset_stamp: str | dict | None = None, chunk: int = 32) -> tuple[Generator, Path]:
     """(Generator, checkpoint folder) over a base checkpoint (easytune.generate); the generator returns
     normalized features.
 
@@ -471,7 +471,7 @@ def cache_tag(checkpoint: str | Path, guidance: float | None, steps: int | None)
 
 
 def cached_generator(checkpoint: str, device: str, guidance: float | None, protocol: Protocol, cache_root: str,
-                     dataset_stamp: str | None = None) -> tuple[Generator, MotionCache]:
+                     dataset_stamp: str | dict | None = None) -> tuple[Generator, MotionCache]:
     """checkpoint_generator plus its MotionCache (keyed by `cache_tag`), so `evaluate` and `recognize`
     share the motions they both need, and a changed default schedule is never served stale motions."""
     generate, path = checkpoint_generator(checkpoint, device, guidance, dataset_stamp)
@@ -522,14 +522,14 @@ def main(cfg: EvaluateConfig, text_encoder: Any = None, generate: Generator | No
     cache = None
     if cfg.checkpoint and generate is None:
         generate, cache = cached_generator(cfg.checkpoint, str(device), cfg.guidance, protocol, cfg.cache,
-                                           ckpt.dataset.get("stamp"))
+                                           ckpt.dataset)
     reward = None
     if cfg.reward:
+        from easytune.checkpoints import same_dataset
         from easytune.reward import RewardScorer, load_reward_model
 
         reward_model, reward_ckpt = load_reward_model(cfg.reward, device)
-        stamp = ckpt.dataset.get("stamp")
-        if stamp and reward_ckpt.dataset.get("stamp") not in (None, stamp):
+        if not same_dataset(ckpt.dataset, reward_ckpt.dataset):
             raise UserError(f"reward model {reward_ckpt.path} was trained on another dataset than evaluator "
                             f"{ckpt.path}; their normalizations differ")
         reward = reward_mean(RewardScorer(reward_model, text_encoder))

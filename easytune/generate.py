@@ -70,7 +70,7 @@ GENERATOR_KINDS = ("base", "finetune", "lora")
 
 
 def load_base(checkpoint: str | Path, device: str | torch.device = "cpu", *, text_encoder: Any = None,
-              dataset_stamp: str | None = None) -> BaseBundle:
+              dataset_stamp: str | dict | None = None) -> BaseBundle:
     """Load a generator checkpoint (path or registry name; a run dir means its last/ checkpoint):
     a base model, a full fine-tune (same layout, kind "finetune") or a LoRA adapter (kind "lora",
     loaded on its recorded parent by registry name and merged into plain weights)."""
@@ -108,7 +108,7 @@ def load_base(checkpoint: str | Path, device: str | torch.device = "cpu", *, tex
 
 
 def _load_lora(ckpt: Checkpoint, device: str | torch.device, text_encoder: Any,
-               dataset_stamp: str | None) -> BaseBundle:
+               dataset_stamp: str | dict | None) -> BaseBundle:
     """A LoRA checkpoint: its parent (by registry name or path, hash-checked), plus the merged adapter."""
     import dataclasses
 

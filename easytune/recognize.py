@@ -250,7 +250,7 @@ def main(cfg: RecognizeConfig, text_encoder: Any = None, generate: Any = None) -
         cache = None
         if generate is None:
             generate, cache = cached_generator(cfg.checkpoint, str(device), cfg.guidance, protocol, cfg.cache,
-                                               ckpt.dataset.get("stamp"))
+                                               ckpt.dataset)
         texts, lengths = test.draw_captions(cfg.seed), [len(m) for m in test.motions]
         make = lambda: generate(texts, lengths, cfg.seed, protocol.steps)  # noqa: E731
         gen = cache.get_or_make("test", cfg.seed, texts, lengths, make) if cache else make()

@@ -529,7 +529,8 @@ def save_reward_checkpoint(out: str | Path, model: torch.nn.Module, *, train_con
 
 def dataset_stamp(dataset) -> dict[str, Any]:
     stamp = getattr(dataset, "stamp", None)
-    return {"stamp": stamp, "root": str(getattr(dataset, "root", ""))}
+    return {"stamp": stamp, "content_stamp": getattr(dataset, "content_stamp", None),
+            "root": str(getattr(dataset, "root", ""))}
 
 
 def dataset_stats(dataset) -> tuple[torch.Tensor | None, torch.Tensor | None]:

@@ -345,7 +345,7 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
     device = pick_device(cfg.device)
     model, init = R.load_reward_model(cfg.init, device)
     train = R.open_dataset(cfg.data, "train", tiny=cfg.tiny, max_frames=cfg.max_frames, seed=cfg.seed)
-    check_dataset(init, R.dataset_stamp(train)["stamp"])
+    check_dataset(init, {**R.dataset_stamp(train), "mean": train.mean, "std": train.std})
     mean, std = R.dataset_stats(train)
     bank = R.TextBank(text_encoder if text_encoder is not None else R.default_text_encoder(device), device)
     pairs = materialize(read_pairs(cfg.human_pairs), regenerate) if cfg.human_pairs else []

@@ -276,12 +276,13 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
     optimizer = make_optimizer(model, cfg)
     mean, std = _stats(train_set)
     stamp = getattr(train_set, "stamp", None)
+    record = {"stamp": stamp, "content_stamp": getattr(train_set, "content_stamp", None), "mean": mean, "std": std}
     n_params = sum(p.numel() for p in model.parameters())
 
     step, best_val, history = 0, None, []
     if resume and (last / "train_state.json").is_file():
         ckpt = load_checkpoint(last, kind=KIND)
-        check_dataset(ckpt, stamp)
+        check_dataset(ckpt, record)
         load_weights(ema, ckpt.state, source=f"checkpoint {last}", prefix="denoiser.")
         state = load_train_state(last, optimizer)
         extra, tensors = state
@@ -290,7 +291,7 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         log.info(f"resuming {run_dir} from step {step}")
     elif cfg.init:
         init = load_checkpoint(cfg.init, kind=KIND)
-        check_dataset(init, stamp)
+        check_dataset(init, record)
         fresh = load_weights(model, init.state, source=f"--init checkpoint {init.path}", prefix="denoiser.",
                              may_lack=MotionDenoiser.IDENTITY_INIT)
         ema.load_state_dict(model.state_dict())
@@ -322,7 +323,7 @@ def train(cfg: TrainBaseConfig, train_set: Sequence[dict], val_set: Sequence[dic
         meta = {"step": step, "seed": cfg.seed, "val_loss": val_loss, "samples_per_s": samples_per_s,
                 "params": n_params, "command": command}
         save_checkpoint(last, state, kind=KIND, config=base_checkpoint_config(cfg),
-                        dataset={"stamp": stamp, "root": cfg.data}, meta=meta)
+                        dataset={"stamp": stamp, "content_stamp": record["content_stamp"], "root": cfg.data}, meta=meta)
         save_train_state(last, optimizer, {"step": step, "best_val": best_val, "history": history},
                          {f"model.{k}": v for k, v in model.state_dict().items()})
 

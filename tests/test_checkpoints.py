@@ -50,6 +50,15 @@ def test_dataset_stamp_mismatch_is_refused(tmp_path):
         ck.check_dataset(c, "s2")
 
 
+def test_same_dataset_by_byte_or_content_stamp():
+    assert ck.same_dataset({"stamp": "s1"}, {"stamp": "s1", "content_stamp": "c1"})
+    assert ck.same_dataset({"stamp": "s1", "content_stamp": "c1"}, {"stamp": "s2", "content_stamp": "c1"})
+    assert not ck.same_dataset({"stamp": "s1", "content_stamp": "c1"}, {"stamp": "s2", "content_stamp": "c2"})
+    assert not ck.same_dataset({"stamp": "s1"}, {"stamp": "s2"})  # no content stamp on one side: bytes decide
+    assert not ck.same_dataset({"stamp": "s1", "content_stamp": None}, {"stamp": "s2", "content_stamp": None})
+    assert ck.same_dataset({}, {"stamp": "s2"}) and ck.same_dataset(None, {"stamp": "s2"})  # unknown matches
+
+
 def test_failed_write_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     m = _model()
     ck.save_checkpoint(tmp_path / "a", m.state_dict(), kind="base", config={"v": 1})

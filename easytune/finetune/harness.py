@@ -487,12 +487,14 @@ def setup(cfg: FinetuneConfig, text_encoder: Any = None) -> FinetuneRun:
 
 def check_reward_fits(bundle: Any, reward_ckpt: Any, reward_model: torch.nn.Module) -> None:
     """The reward model must read the base's features: same width, dataset stamp and normalization."""
+    from easytune.checkpoints import same_dataset
+
     width = reward_model.cfg.feature_dim
     if width != bundle.mean.shape[0]:
         raise UserError(f"reward model {reward_ckpt.path} reads {width}-d features but base {bundle.path} makes "
                         f"{bundle.mean.shape[0]}-d ones")
     a, b = bundle.dataset.get("stamp"), reward_ckpt.dataset.get("stamp")
-    if a and b and a != b:
+    if not same_dataset(bundle.dataset, reward_ckpt.dataset):
         raise UserError(f"reward model {reward_ckpt.path} was trained on dataset {b} but base {bundle.path} on {a}; "
                         f"their normalizations differ. Use a reward model trained on the base's dataset.")
     if "mean" in reward_ckpt.state:

@@ -138,7 +138,7 @@ def composition_probe(cfg: SelectConfig) -> Any:
     protocol = E.protocol_for("cpu", replications=1)
 
     def probe(checkpoint: str) -> float:
-        gen, cache = E.cached_generator(checkpoint, str(device), None, protocol, cfg.cache, ckpt.dataset.get("stamp"))
+        gen, cache = E.cached_generator(checkpoint, str(device), None, protocol, cfg.cache, ckpt.dataset)
         return E.composition_metrics(embedder, captions, keys, lengths, gen, cache, protocol, cfg.seed)["MM-Dist (absent)"]
     return probe
 

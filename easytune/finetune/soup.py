@@ -56,7 +56,7 @@ def _family(name: str, path: Path, kind: str, meta: dict[str, Any]) -> tuple[str
 
 
 def make_soup(cfg: SoupConfig, text_encoder: Any = None) -> Path:
-    from easytune.checkpoints import file_hash, load_checkpoint, resolve, save_checkpoint, write_model_card
+    from easytune.checkpoints import file_hash, load_checkpoint, resolve, same_dataset, save_checkpoint, write_model_card
     from easytune.config import command_for
     from easytune.generate import load_base
     from easytune.inputs import check_output_path
@@ -87,7 +87,7 @@ def make_soup(cfg: SoupConfig, text_encoder: Any = None) -> Path:
         elif parent_hash != ref["parent_hash"]:
             raise UserError(f"{name} comes from {parent!r} (weights {parent_hash}) but {cfg.ingredients[0]} from "
                             f"{ref['parent']!r} (weights {ref['parent_hash']}): a soup averages fine-tunes of one base")
-        elif bundle.dataset.get("stamp") != ref["bundle"].dataset.get("stamp") or not (
+        elif not same_dataset(bundle.dataset, ref["bundle"].dataset) or not (
                 torch.equal(bundle.mean, ref["bundle"].mean) and torch.equal(bundle.std, ref["bundle"].std)):
             raise UserError(f"{name} was trained on another dataset or normalization than {cfg.ingredients[0]}")
         elif sampler != ref["sampler"]:

@@ -39,6 +39,7 @@ import numpy as np
 from easytune.config import add_config_args, config_from_args, config_to_dict
 from easytune.errors import UserError
 from easytune.fileio import write_json, write_text
+from easytune.motion.dataset import content_stamp
 
 
 FORMAT = 1
@@ -366,9 +367,10 @@ def build_dataset(sources: list[tuple[str, Path]], out: str | os.PathLike, cfg: 
         settings = {"format": FORMAT, "config": config_to_dict(cfg) | {"workers": None},
                     "sources": [os.path.basename(str(p)) for _, p in sources]}
         stamp = _hash_tree(tmp, settings)
+        content = content_stamp(tmp, settings)
         skipped = [msg if not src else f"{src}: {msg}" for src, msg in errors]
         info = {
-            "format": FORMAT, "stamp": stamp, "settings": settings, "description": description,
+            "format": FORMAT, "stamp": stamp, "content_stamp": content, "settings": settings, "description": description,
             "license": license, "attribution": attribution,
             "counts": {"files_read": files_read, "motions": len(motions),
                        "splits": {k: len(v) for k, v in sorted(lists.items())},

@@ -13,6 +13,7 @@ running stream (DataLoader use).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,8 +33,23 @@ SPLITS = ("train", "val", "test", "test_seen", "test_unseen")
 TEXT_FPS = 20  # start/end times in texts/ are seconds at HumanML3D's 20 fps
 
 
+def content_stamp(root: str | os.PathLike, settings: dict[str, Any]) -> str:
+    """The stamp of what a build writes besides float arrays: its settings and every file's path and bytes except
+    the .npy features, Mean/Std, dataset.json and README.md (split lists, labels, captions). The byte stamp also
+    hashes the features, whose last bits differ between CPUs (numpy's SIMD paths), so the same build on another
+    machine gets another byte stamp and the same content stamp; Mean/Std are compared by value where it matters."""
+    root = Path(root)
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and p.suffix != ".npy" and rel not in ("dataset.json", "README.md"):
+            h.update(rel.encode() + b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
-    """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "mean", "std" (263,),
+    """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "content_stamp", "mean", "std" (263,),
     "splits" {name: [ids]} for the split files present, "card" (README.md path or None),
     "labels" (labels.json dict or None), "info" (dataset.json dict or None)}.
     A missing folder, Mean/Std or feature folder, or a damaged dataset.json, labels.json or split file
@@ -61,7 +77,10 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
         if p.is_file():
             splits[name] = [ln.strip() for ln in _read_utf8(p).splitlines() if ln.strip()]
     card = root / "README.md"
-    return {"root": str(root), "stamp": (info or {}).get("stamp"), "mean": mean, "std": std, "splits": splits,
+    content = (info or {}).get("content_stamp")
+    if info and not content and isinstance(info.get("settings"), dict):  # built before content stamps were written
+        content = content_stamp(root, info["settings"])
+    return {"root": str(root), "stamp": (info or {}).get("stamp"), "content_stamp": content, "mean": mean, "std": std, "splits": splits,
             "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
 
 
@@ -154,6 +173,7 @@ class MotionDataset(torch.utils.data.Dataset):
         self.split = split
         self.info = info
         self.stamp: str | None = info["stamp"]
+        self.content_stamp: str | None = info["content_stamp"]
         self.mean = np.asarray(info["mean"] if mean is None else mean, dtype=np.float32)
         self.std = np.asarray(info["std"] if std is None else std, dtype=np.float32)
         if self.mean.shape != (FEATURE_DIM,) or self.std.shape != (FEATURE_DIM,) or np.any(self.std <= 0):
