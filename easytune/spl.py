@@ -243,6 +243,14 @@ def human_pair_loss(model: torch.nn.Module, pairs: Sequence[HumanPair], text_ban
     return preference_loss(s_rej, s_pref, torch.tensor(p, device=device), tau)
 
 
+def _sources(pairs: Sequence[HumanPair]) -> str:
+    """Where the pairs came from, e.g. '2048 real_pairs, 12 study votes' (a pair's "source" field; votes have none)."""
+    from collections import Counter
+
+    counts = Counter(str(p.extra.get("source", "study votes")) for p in pairs)
+    return ", ".join(f"{n} {k}" for k, n in counts.most_common())
+
+
 def _pad(seqs: list[torch.Tensor], device) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(len(s) for s in seqs)
     x = torch.zeros(len(seqs), length, seqs[0].shape[-1])
@@ -385,7 +393,9 @@ def main(cfg: SPLTrainConfig, text_encoder: Any = None, regenerate: Regenerator 
         print(R.format_retrieval(after, "After SPL (test split)"))
     ck.write_model_card(out, "EasyTune reward model, refined with SPL", {
         "Model": f"Started from {init.path}; InfoNCE + {cfg.w_spl} x SPL (tau {cfg.spl_tau} applied once, "
-                 f"k {cfg.spl_k}, threshold {cfg.spl_threshold}), lr {cfg.lr}, {len(pairs)} human pairs.",
+                 f"k {cfg.spl_k}, threshold {cfg.spl_threshold}), lr {cfg.lr}, "
+                 + (f"{len(pairs)} preference pairs from --human-pairs (weight {cfg.w_human}, {cfg.human_batch} per "
+                    f"step; sources: {_sources(pairs)})." if pairs else "0 human pairs."),
         "Command": f"`{command_for('python -m easytune train spl', cfg)}` (resolved config: train_config.json)",
         "Metrics": (R.format_retrieval(before, "Before SPL") + "\n\n" + R.format_retrieval(report["after"], "After SPL"))
         if cfg.eval_seeds else "not evaluated (--eval-seeds 0)",

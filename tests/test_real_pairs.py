@@ -55,3 +55,5 @@ def test_pairs_prefer_the_real_motion_and_train_spl_reads_them(tmp_path):
                             eval_seeds=0, max_frames=28),
            text_encoder=HashTextEncoder(), on_step=seen.append, progress=False)
     assert len(seen) == 2 and all(np.isfinite(m["human"]) and m["human"] > 0 for m in seen)
+    card = (tmp_path / "spl" / "README.md").read_text()
+    assert "10 preference pairs from --human-pairs (weight 1.0, 4 per step; sources: 10 real_pairs)" in card
