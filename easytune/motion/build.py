@@ -370,8 +370,8 @@ def build_dataset(sources: list[tuple[str, Path]], out: str | os.PathLike, cfg: 
         content = content_stamp(tmp, settings)
         skipped = [msg if not src else f"{src}: {msg}" for src, msg in errors]
         info = {
-            "format": FORMAT, "stamp": stamp, "content_stamp": content, "settings": settings, "description": description,
-            "license": license, "attribution": attribution,
+            "format": FORMAT, "stamp": stamp, "content_stamp": content, "settings": settings,
+            "description": description, "license": license, "attribution": attribution,
             "counts": {"files_read": files_read, "motions": len(motions),
                        "splits": {k: len(v) for k, v in sorted(lists.items())},
                        "dropped_short": dict(sorted(dropped.items())), "skipped": len(skipped)},

@@ -49,8 +49,8 @@ def content_stamp(root: str | os.PathLike, settings: dict[str, Any]) -> str:
 
 
 def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
-    """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "content_stamp", "mean", "std" (263,),
-    "splits" {name: [ids]} for the split files present, "card" (README.md path or None),
+    """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "content_stamp" (content_stamp),
+    "mean", "std" (263,), "splits" {name: [ids]} for the split files present, "card" (README.md path or None),
     "labels" (labels.json dict or None), "info" (dataset.json dict or None)}.
     A missing folder, Mean/Std or feature folder, or a damaged dataset.json, labels.json or split file
     (not UTF-8, not valid JSON, labels without text content/style) raises UserError naming it."""
@@ -80,8 +80,8 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
     content = (info or {}).get("content_stamp")
     if info and not content and isinstance(info.get("settings"), dict):  # built before content stamps were written
         content = content_stamp(root, info["settings"])
-    return {"root": str(root), "stamp": (info or {}).get("stamp"), "content_stamp": content, "mean": mean, "std": std, "splits": splits,
-            "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
+    return {"root": str(root), "stamp": (info or {}).get("stamp"), "content_stamp": content, "mean": mean, "std": std,
+            "splits": splits, "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
 
 
 def combination_groups(info: dict[str, Any], names: Sequence[str]) -> list[str]:
