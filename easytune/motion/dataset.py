@@ -36,8 +36,9 @@ TEXT_FPS = 20  # start/end times in texts/ are seconds at HumanML3D's 20 fps
 def content_stamp(root: str | os.PathLike, settings: dict[str, Any]) -> str:
     """The stamp of what a build writes besides float arrays: its settings and every file's path and bytes except
     the .npy features, Mean/Std, dataset.json and README.md (split lists, labels, captions). The byte stamp also
-    hashes the features, whose last bits differ between CPUs (numpy's SIMD paths), so the same build on another
-    machine gets another byte stamp and the same content stamp; Mean/Std are compared by value where it matters."""
+    hashes float arrays whose last bits depend on the CPU (numpy's SIMD paths; measured on new_joints/), so the same
+    build on another machine can get another byte stamp and the same content stamp; Mean/Std are compared by value
+    where it matters."""
     root = Path(root)
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for p in sorted(root.rglob("*")):
