@@ -176,20 +176,23 @@ def test_content_stamp_ignores_float_bits_and_guards_the_rest(built, tmp_path):
     up to 1.4e-6 with X86_V3 off), so their byte stamps differ; the content stamp and Mean/Std decide then."""
     import shutil
 
-    from easytune.motion.dataset import content_stamp, load_dataset_info
+    from easytune.motion.dataset import MotionDataset, content_stamp, load_dataset_info
 
     root, info = built
     assert len(info["content_stamp"]) == 16 and load_dataset_info(root)["content_stamp"] == info["content_stamp"]
+    assert MotionDataset(root, "train").content_stamp == info["content_stamp"]
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     joints = sorted((copy / "new_joints").glob("*.npy"))[0]
     x = np.load(joints)
     np.save(joints, np.nextafter(x, np.inf).astype(x.dtype))  # another CPU's last bit
     legacy = json.loads((copy / "dataset.json").read_text())
-    del legacy["content_stamp"]  # built before content stamps were written: computed on load
+    del legacy["content_stamp"]  # built before content stamps were written: the dataset computes it when asked
     legacy["stamp"] = "0123456789abcdef"
     (copy / "dataset.json").write_text(json.dumps(legacy))
-    other = load_dataset_info(copy)
+    assert load_dataset_info(copy)["content_stamp"] is None  # not hashed on every load
+    ds = MotionDataset(copy, "train")
+    other = {"stamp": ds.stamp, "content_stamp": ds.content_stamp, "mean": ds.mean, "std": ds.std}
     assert other["content_stamp"] == info["content_stamp"] and other["stamp"] != info["stamp"]
     save_checkpoint(tmp_path / "ck", {"mean": torch.as_tensor(other["mean"]), "std": torch.as_tensor(other["std"])},
                     kind="reward", config={}, dataset={"stamp": info["stamp"], "content_stamp": info["content_stamp"]})

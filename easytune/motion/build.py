@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
 import json
 import multiprocessing
 import os
@@ -39,7 +38,7 @@ import numpy as np
 from easytune.config import add_config_args, config_from_args, config_to_dict
 from easytune.errors import UserError
 from easytune.fileio import write_json, write_text
-from easytune.motion.dataset import content_stamp
+from easytune.motion.dataset import content_stamp, tree_stamp
 
 
 FORMAT = 1
@@ -229,16 +228,6 @@ def _entries(sources: list[tuple[str, Path]], cfg: BuildConfig, errors: list) ->
             yield from iter_folder(path, limit=cfg.limit, errors=errors)
 
 
-def _hash_tree(root: Path, settings: dict) -> str:
-    """Version stamp: sha256 of the settings and of every file's path and bytes, 16 hex digits."""
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(root).as_posix().encode() + b"\0")
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def _check_out(out: Path) -> None:
     """--out is a new folder or a dataset this command built (it is replaced); nothing is created."""
     from easytune.inputs import check_output_path
@@ -366,7 +355,7 @@ def build_dataset(sources: list[tuple[str, Path]], out: str | os.PathLike, cfg: 
 
         settings = {"format": FORMAT, "config": config_to_dict(cfg) | {"workers": None},
                     "sources": [os.path.basename(str(p)) for _, p in sources]}
-        stamp = _hash_tree(tmp, settings)
+        stamp = tree_stamp(tmp, settings)
         content = content_stamp(tmp, settings)
         skipped = [msg if not src else f"{src}: {msg}" for src, msg in errors]
         info = {

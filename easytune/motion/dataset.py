@@ -13,6 +13,7 @@ running stream (DataLoader use).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -33,24 +34,31 @@ SPLITS = ("train", "val", "test", "test_seen", "test_unseen")
 TEXT_FPS = 20  # start/end times in texts/ are seconds at HumanML3D's 20 fps
 
 
+def tree_stamp(root: str | os.PathLike, settings: dict[str, Any], keep: Any = lambda rel: True) -> str:
+    """sha256 of the settings and of the path and bytes of every file under root that `keep(relative path)`
+    accepts, 16 hex digits: a build's byte stamp (every file) and its content stamp (below)."""
+    root = Path(root)
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and keep(rel):
+            h.update(rel.encode() + b"\0")
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def content_stamp(root: str | os.PathLike, settings: dict[str, Any]) -> str:
     """The stamp of what a build writes besides float arrays: its settings and every file's path and bytes except
     the .npy features, Mean/Std, dataset.json and README.md (split lists, labels, captions). The byte stamp also
     hashes float arrays whose last bits depend on the CPU (numpy's SIMD paths; measured on new_joints/), so the same
     build on another machine can get another byte stamp and the same content stamp; Mean/Std are compared by value
     where it matters."""
-    root = Path(root)
-    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and p.suffix != ".npy" and rel not in ("dataset.json", "README.md"):
-            h.update(rel.encode() + b"\0")
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    return tree_stamp(root, settings, lambda rel: not rel.endswith(".npy") and rel not in ("dataset.json", "README.md"))
 
 
 def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
-    """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "content_stamp" (content_stamp),
+    """What a dataset folder holds: {"root", "stamp" (None for HumanML3D's own), "content_stamp" (None for builds
+    older than it: MotionDataset.content_stamp computes theirs),
     "mean", "std" (263,), "splits" {name: [ids]} for the split files present, "card" (README.md path or None),
     "labels" (labels.json dict or None), "info" (dataset.json dict or None)}.
     A missing folder, Mean/Std or feature folder, or a damaged dataset.json, labels.json or split file
@@ -78,10 +86,8 @@ def load_dataset_info(root: str | os.PathLike) -> dict[str, Any]:
         if p.is_file():
             splits[name] = [ln.strip() for ln in _read_utf8(p).splitlines() if ln.strip()]
     card = root / "README.md"
-    content = (info or {}).get("content_stamp")
-    if info and not content and isinstance(info.get("settings"), dict):  # built before content stamps were written
-        content = content_stamp(root, info["settings"])
-    return {"root": str(root), "stamp": (info or {}).get("stamp"), "content_stamp": content, "mean": mean, "std": std,
+    return {"root": str(root), "stamp": (info or {}).get("stamp"), "content_stamp": (info or {}).get("content_stamp"),
+            "mean": mean, "std": std,
             "splits": splits, "card": str(card) if card.is_file() else None, "labels": labels, "info": info}
 
 
@@ -174,7 +180,6 @@ class MotionDataset(torch.utils.data.Dataset):
         self.split = split
         self.info = info
         self.stamp: str | None = info["stamp"]
-        self.content_stamp: str | None = info["content_stamp"]
         self.mean = np.asarray(info["mean"] if mean is None else mean, dtype=np.float32)
         self.std = np.asarray(info["std"] if std is None else std, dtype=np.float32)
         if self.mean.shape != (FEATURE_DIM,) or self.std.shape != (FEATURE_DIM,) or np.any(self.std <= 0):
@@ -220,6 +225,15 @@ class MotionDataset(torch.utils.data.Dataset):
         labels = info["labels"]
         self.labels = None if labels is None else [
             (labels[n]["content"], labels[n]["style"]) if n in labels else None for n in self.names]
+
+    @functools.cached_property
+    def content_stamp(self) -> str | None:
+        """The build's content stamp; computed once (about 2 s here) for builds older than it, which is done only
+        where a checkpoint records or checks it, not on every dataset load."""
+        info = self.info["info"] or {}
+        if info.get("content_stamp") or not isinstance(info.get("settings"), dict):
+            return info.get("content_stamp")
+        return content_stamp(self.root, info["settings"])
 
     def __len__(self) -> int:
         return len(self.names)
