@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     from easytune import evaluate as E
+    from easytune.diffusion import check_guidance
+    from easytune.errors import UserError
     from easytune.evaluator import Embedder, load_evaluator
     from easytune.text import load_text_encoder
 
@@ -36,19 +38,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="datasets/bandai")
     p.add_argument("--evaluator", default="evaluator")
     p.add_argument("--cache", default=".cache/evaluate")
+    p.add_argument("--steps", type=int, default=0, help="sampling steps (0 = each checkpoint's default)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance (default: each checkpoint's)")
     a = p.parse_args(argv)
+    try:  # out-of-range settings stop before anything loads
+        protocol = E.protocol_for("cpu", a.steps, 0)
+        if a.guidance is not None:
+            check_guidance(a.guidance)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     captions, keys, lengths = E.composition_set(a.data, a.per_combination)
     if not captions:
         print(f"error: {a.data} has no labels or no content-style combination without a motion", file=sys.stderr)
         return 2
     model, ckpt = load_evaluator(a.evaluator, "cpu")
     embedder = Embedder(model, load_text_encoder("cpu"))
-    protocol = E.PROTOCOLS["cpu"]
     print(f"{len(set(keys))} absent combinations x {a.per_combination} captions = {len(captions)} motions, held-out "
-          f"templates, {a.replications} replication(s); evaluator {ckpt.path}")
+          f"templates, {a.replications} replication(s); sampler steps {protocol.steps or 'default'}, guidance "
+          f"{'default' if a.guidance is None else a.guidance}; evaluator {ckpt.path}")
     print("| checkpoint | R@1 | MM-Dist |\n|---|---|---|")
     for name in [c for c in a.checkpoints.split(",") if c]:
-        gen, cache = E.cached_generator(name, "cpu", None, protocol, a.cache, ckpt.dataset.get("stamp"))
+        gen, cache = E.cached_generator(name, "cpu", a.guidance, protocol, a.cache, ckpt.dataset.get("stamp"))
         rows = [E.composition_metrics(embedder, captions, keys, lengths, gen, cache, protocol, s)
                 for s in range(a.replications)]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
