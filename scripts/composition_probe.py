@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from easytune import evaluate as E
     from easytune.diffusion import check_guidance
     from easytune.errors import UserError
+    from easytune.inputs import check_count
     from easytune.evaluator import Embedder, load_evaluator
     from easytune.text import load_text_encoder
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:  # out-of-range settings stop before anything loads
         protocol = E.protocol_for("cpu", a.steps, 0)
+        check_count(a.per_combination, "--per-combination")
+        check_count(a.replications, "--replications")
         if a.guidance is not None:
             check_guidance(a.guidance)
     except UserError as e:
