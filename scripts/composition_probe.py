@@ -2,6 +2,7 @@
 combinations.
 
     OMP_NUM_THREADS=1 python scripts/composition_probe.py --checkpoints base,easytune --per-combination 2
+    OMP_NUM_THREADS=1 python scripts/composition_probe.py --checkpoints easytune --steps 20   # a sampler setting
 
 R-Precision and MM-Dist need only captions and generated motions, not real ones. So the (content, style) pairs that
 no motion of any split carries (the 171 of `easytune.motion.dataset.absent_combinations`; none of them is one of the test
