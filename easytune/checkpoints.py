@@ -182,7 +182,7 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], *, sou
 
 
 def same_dataset(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    """Whether two dataset records ({"stamp", "content_stamp"}, as checkpoints and load_dataset_info hold them)
+    """Whether two dataset records ({"stamp", "content_stamp"}, as checkpoints and MotionDataset hold them)
     name the same dataset: equal byte stamps, or equal content stamps (the byte stamp also hashes float files
     whose last bits differ between CPUs; easytune.motion.dataset.content_stamp). Unknown (None) matches anything."""
     a, b = a or {}, b or {}

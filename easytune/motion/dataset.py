@@ -19,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ SPLITS = ("train", "val", "test", "test_seen", "test_unseen")
 TEXT_FPS = 20  # start/end times in texts/ are seconds at HumanML3D's 20 fps
 
 
-def tree_stamp(root: str | os.PathLike, settings: dict[str, Any], keep: Any = lambda rel: True) -> str:
+def tree_stamp(root: str | os.PathLike, settings: dict[str, Any], keep: Callable[[str], bool] = lambda rel: True) -> str:
     """sha256 of the settings and of the path and bytes of every file under root that `keep(relative path)`
     accepts, 16 hex digits: a build's byte stamp (every file) and its content stamp (below)."""
     root = Path(root)
