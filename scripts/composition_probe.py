@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{'default' if a.guidance is None else a.guidance}; evaluator {ckpt.path}")
     print("| checkpoint | R@1 | MM-Dist |\n|---|---|---|")
     for name in [c for c in a.checkpoints.split(",") if c]:
-        gen, cache = E.cached_generator(name, "cpu", a.guidance, protocol, a.cache, ckpt.dataset.get("stamp"))
+        try:  # the evaluator's whole dataset record: a rebuilt dataset matches by its content stamp
+            gen, cache = E.cached_generator(name, "cpu", a.guidance, protocol, a.cache, ckpt.dataset)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         rows = [E.composition_metrics(embedder, captions, keys, lengths, gen, cache, protocol, s)
                 for s in range(a.replications)]
         mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
