@@ -58,7 +58,7 @@ for v in "$@"; do
                     extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --extra-prompts runs/recipes/absent_prompts5.txt) ;;  # ab at a quarter of the share: 855 prompts, 6%
     k3x350m10lr3en) OMP_NUM_THREADS=1 $PY -m easytune train reward --data datasets/bandai --out runs/reward_s1 --preset small --steps 800 --batch-size 64 --max-frames 120 --seed 1 >> runs/reward_s1.log 2>&1  # resumes where it stopped
                     extra=(--k 3 --trajectories 350 --diversity-margin 0.1 --lr 3e-5 --reward-ensemble runs/reward_s1) ;;  # the reward: mean of the demo reward and a second one trained apart (seed 1, no SPL)
-    *) echo "unknown variant $v (ref, lora, rts, chain, k3, k3r, pen1, pen4, light, light250, light250d4, lightpair, light0, k3x350, lightm10, k3x350m05, k3x350m05lr3, k3x350m10lr3, k3x350m20d4lr3, k3x350m10lr3a2, k3x350m15d4lr3, k3x350m10lr3s1, k3x350m20d4lr3s1, k3x350m10lr3ab, k3x350m10lr3ab5, k3x350m10lr3en, k3x350m10lr3s2, k3x350m20d4lr3s2, k3x350m10lr3s3, k3x350m10lr3s4, k3x350m10lr3rp, k3x350m10lr3rps1, k3x350m10lr3rpen, k3x350m10lr3rpens1, k3x350m10lr3s5, k3x350m10lr3s6, k3x350m05lr3s1, k3x350m10lr3b4, k3x350m10lr3b4s1)" >&2; exit 2 ;;
+    *) echo "unknown variant $v (known: $(grep -oE '^    [a-z0-9]+\)' scripts/recipes.sh | tr -d ' )' | paste -sd, -))" >&2; exit 2 ;;
   esac
   out=runs/recipes/$v
   mkdir -p "$out"
